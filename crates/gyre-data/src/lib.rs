@@ -1,0 +1,19 @@
+//! Data for gyre: datasets of u8 images, augmentations, multi-view pipelines (strong and weak),
+//! a counter-based RNG keyed on (seed, epoch, index, view), and parallel, prefetched batching.
+//!
+//! Determinism is the rule: every random draw for a sample comes from its own RNG stream, so the
+//! same seed gives the same batches bit for bit whatever the thread count or prefetch depth.
+
+pub mod augment;
+pub mod dataset;
+pub mod error;
+pub mod fashion_mnist;
+pub mod idx;
+pub mod loader;
+pub mod rng;
+
+pub use augment::{AugmentConfig, ViewPipeline};
+pub use dataset::ImageSet;
+pub use error::DataError;
+pub use loader::{Batch, Loader, LoaderConfig};
+pub use rng::SampleRng;

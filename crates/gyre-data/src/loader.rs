@@ -1,0 +1,301 @@
+//! Multi-view batching: shuffles per epoch, augments every sample of a batch in parallel (rayon),
+//! and prefetches batches on a background thread while the model trains.
+//!
+//! A batch is a pure function of (seed, epoch, step): sample `i` of view `v` is augmented with the
+//! stream `SampleRng(seed, epoch, i, v)`, so thread count and prefetch depth never change a bit.
+
+use crate::augment::ViewPipeline;
+use crate::dataset::ImageSet;
+use crate::error::DataError;
+use crate::rng::{epoch_permutation, SampleRng};
+use rayon::prelude::*;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+
+/// Batching settings.
+#[derive(Debug, Clone, Copy)]
+pub struct LoaderConfig {
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Batches built ahead of the consumer (0 builds on demand, on the consumer's thread).
+    pub prefetch: usize,
+}
+
+/// One batch: every view of the same samples, as `[B, C, H, W]` row-major f32.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub epoch: u64,
+    pub step: usize,
+    /// Dataset indices of the samples.
+    pub indices: Vec<usize>,
+    pub labels: Option<Vec<u32>>,
+    /// One buffer per view.
+    pub views: Vec<Vec<f32>>,
+    /// `(channels, height, width)` of each view.
+    pub view_shapes: Vec<(usize, usize, usize)>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+}
+
+/// Produces the batches of a dataset for any epoch. Incomplete last batches are dropped (SSL
+/// losses want full batches; queues want `K % B == 0`).
+#[derive(Clone)]
+pub struct Loader {
+    data: Arc<ImageSet>,
+    views: Arc<Vec<ViewPipeline>>,
+    cfg: LoaderConfig,
+}
+
+impl Loader {
+    pub fn new(
+        data: Arc<ImageSet>,
+        views: Vec<ViewPipeline>,
+        cfg: LoaderConfig,
+    ) -> Result<Self, DataError> {
+        if cfg.batch_size == 0 {
+            return Err(DataError::Loader("batch_size must be positive".into()));
+        }
+        if data.len() < cfg.batch_size {
+            return Err(DataError::Loader(format!(
+                "dataset '{}' has {} images, fewer than one batch of {}",
+                data.name,
+                data.len(),
+                cfg.batch_size
+            )));
+        }
+        if views.is_empty() {
+            return Err(DataError::Loader("at least one view is needed".into()));
+        }
+        Ok(Self {
+            data,
+            views: Arc::new(views),
+            cfg,
+        })
+    }
+
+    pub fn batches_per_epoch(&self) -> usize {
+        self.data.len() / self.cfg.batch_size
+    }
+
+    pub fn dataset(&self) -> &ImageSet {
+        &self.data
+    }
+
+    /// Builds batch `step` of `epoch` from the epoch's permutation (parallel over samples).
+    pub fn build(&self, epoch: u64, step: usize, perm: &[usize]) -> Batch {
+        let b = self.cfg.batch_size;
+        let indices: Vec<usize> = perm[step * b..(step + 1) * b].to_vec();
+        let d = &*self.data;
+        let dims = (d.height, d.width, d.channels);
+        let mut views = Vec::with_capacity(self.views.len());
+        let mut view_shapes = Vec::with_capacity(self.views.len());
+        for (v, pipe) in self.views.iter().enumerate() {
+            let per = pipe.out_len(d.channels);
+            let mut out = vec![0f32; b * per];
+            out.par_chunks_mut(per)
+                .zip(indices.par_iter())
+                .for_each_init(Vec::new, |scratch, (dst, &i)| {
+                    let mut rng = SampleRng::new(self.cfg.seed, epoch, i as u64, v as u64);
+                    pipe.apply(d.image(i), dims, &mut rng, dst, scratch);
+                });
+            views.push(out);
+            let s = pipe.config().size;
+            view_shapes.push((d.channels, s, s));
+        }
+        let labels = d.labels().map(|l| indices.iter().map(|&i| l[i]).collect());
+        Batch {
+            epoch,
+            step,
+            indices,
+            labels,
+            views,
+            view_shapes,
+        }
+    }
+
+    /// The batches of `epoch` from `start_step` on, built `prefetch` ahead on a background thread.
+    pub fn epoch(&self, epoch: u64, start_step: usize) -> EpochIter {
+        let perm = Arc::new(epoch_permutation(self.cfg.seed, epoch, self.data.len()));
+        let n = self.batches_per_epoch();
+        if self.cfg.prefetch == 0 {
+            return EpochIter {
+                inner: Inner::Sync {
+                    loader: self.clone(),
+                    perm,
+                    next: start_step,
+                    end: n,
+                },
+                epoch,
+            };
+        }
+        let (tx, rx) = sync_channel(self.cfg.prefetch);
+        let loader = self.clone();
+        std::thread::Builder::new()
+            .name(format!("gyre-loader-e{epoch}"))
+            .spawn(move || {
+                for step in start_step..n {
+                    if tx.send(loader.build(epoch, step, &perm)).is_err() {
+                        return; // consumer gone
+                    }
+                }
+            })
+            .expect("spawn loader thread");
+        EpochIter {
+            inner: Inner::Prefetch(rx),
+            epoch,
+        }
+    }
+}
+
+enum Inner {
+    Sync {
+        loader: Loader,
+        perm: Arc<Vec<usize>>,
+        next: usize,
+        end: usize,
+    },
+    Prefetch(Receiver<Batch>),
+}
+
+/// Iterator over one epoch's batches.
+pub struct EpochIter {
+    inner: Inner,
+    pub epoch: u64,
+}
+
+impl Iterator for EpochIter {
+    type Item = Batch;
+    fn next(&mut self) -> Option<Batch> {
+        match &mut self.inner {
+            Inner::Sync {
+                loader,
+                perm,
+                next,
+                end,
+            } => {
+                if *next >= *end {
+                    return None;
+                }
+                *next += 1;
+                Some(loader.build(self.epoch, *next - 1, perm))
+            }
+            Inner::Prefetch(rx) => rx.recv().ok(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::augment::AugmentConfig;
+
+    fn toy() -> Arc<ImageSet> {
+        let px: Vec<u8> = (0..64 * 12 * 12 * 3)
+            .map(|i| ((i * 37 + i / 7) % 256) as u8)
+            .collect();
+        Arc::new(
+            ImageSet::new(
+                "toy",
+                (12, 12, 3),
+                px,
+                Some((0..64).map(|i| i % 4).collect()),
+                vec![],
+            )
+            .unwrap(),
+        )
+    }
+
+    fn strong() -> AugmentConfig {
+        AugmentConfig {
+            jitter_p: 0.8,
+            brightness: 0.4,
+            contrast: 0.4,
+            saturation: 0.4,
+            hue: 0.1,
+            grayscale_p: 0.2,
+            blur_p: 0.5,
+            solarize_p: 0.2,
+            ..AugmentConfig {
+                crop_scale: [0.2, 1.0],
+                ..AugmentConfig::identity(10)
+            }
+        }
+    }
+
+    fn loader(prefetch: usize) -> Loader {
+        let v = ViewPipeline::new(strong(), &[0.5; 3], &[0.25; 3]).unwrap();
+        Loader::new(
+            toy(),
+            vec![v.clone(), v],
+            LoaderConfig {
+                batch_size: 16,
+                seed: 9,
+                prefetch,
+            },
+        )
+        .unwrap()
+    }
+
+    fn run(threads: usize, prefetch: usize) -> Vec<Batch> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let l = loader(prefetch);
+            (0..2)
+                .flat_map(|e| l.epoch(e, 0).collect::<Vec<_>>())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn same_batches_at_one_and_two_threads_and_any_prefetch() {
+        let a = run(1, 0);
+        let b = run(2, 3);
+        let c = run(2, 1);
+        assert_eq!(a.len(), 8);
+        for ((x, y), z) in a.iter().zip(&b).zip(&c) {
+            assert_eq!(x.indices, y.indices);
+            assert_eq!(x.views, y.views, "epoch {} step {}", x.epoch, x.step);
+            assert_eq!(x.views, z.views);
+        }
+        // Two views of one sample differ; epochs differ.
+        assert_ne!(a[0].views[0], a[0].views[1]);
+        assert_ne!(a[0].indices, a[4].indices);
+    }
+
+    #[test]
+    fn resumes_mid_epoch_with_the_same_batches() {
+        let l = loader(2);
+        let full: Vec<Batch> = l.epoch(1, 0).collect();
+        let tail: Vec<Batch> = l.epoch(1, 2).collect();
+        assert_eq!(tail.len(), 2);
+        assert_eq!(tail[0].views, full[2].views);
+        assert_eq!(tail[1].indices, full[3].indices);
+    }
+
+    #[test]
+    fn rejects_too_small_dataset() {
+        let v = ViewPipeline::new(strong(), &[0.5; 3], &[0.25; 3]).unwrap();
+        let e = Loader::new(
+            toy(),
+            vec![v],
+            LoaderConfig {
+                batch_size: 100,
+                seed: 0,
+                prefetch: 0,
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("fewer than one batch of 100"));
+    }
+}

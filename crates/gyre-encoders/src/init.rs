@@ -1,0 +1,96 @@
+//! Seeded initialisation. Candle's CPU `set_seed` does not work, so every initial value is drawn
+//! here from a ChaCha stream keyed on the seed and the parameter's name: the same seed gives the
+//! same model whatever the order modules are built in.
+
+use gyre_kernels::{Device, Result, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+/// Draws initial values for named parameters.
+#[derive(Debug, Clone)]
+pub struct Init {
+    seed: u64,
+    device: Device,
+}
+
+fn name_hash(name: &str) -> u64 {
+    // FNV-1a: stable across platforms and Rust versions (unlike `DefaultHasher`).
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+impl Init {
+    pub fn new(seed: u64, device: &Device) -> Self {
+        Self {
+            seed,
+            device: device.clone(),
+        }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn rng(&self, name: &str) -> ChaCha8Rng {
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&self.seed.to_le_bytes());
+        key[8..16].copy_from_slice(&name_hash(name).to_le_bytes());
+        key[16..24].copy_from_slice(b"gyreinit");
+        ChaCha8Rng::from_seed(key)
+    }
+
+    /// Kaiming normal, fan-out, ReLU gain (torchvision's ResNet conv init): std = sqrt(2 / fan_out).
+    pub fn kaiming_normal_fan_out(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let fan_out = shape[0] * shape[2..].iter().product::<usize>();
+        let std = (2.0 / fan_out as f64).sqrt();
+        let normal = Normal::new(0.0, std).expect("finite std");
+        let mut rng = self.rng(name);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| normal.sample(&mut rng) as f32).collect();
+        Tensor::from_vec(v, shape, &self.device)
+    }
+
+    /// PyTorch's default `nn.Linear` init: U(−1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
+    pub fn linear_uniform(&self, name: &str, shape: &[usize], fan_in: usize) -> Result<Tensor> {
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let mut rng = self.rng(name);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-bound..bound)).collect();
+        Tensor::from_vec(v, shape, &self.device)
+    }
+
+    pub fn constant(&self, shape: &[usize], value: f32) -> Result<Tensor> {
+        Tensor::full(value, shape, &self.device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_values_and_right_scale() -> Result<()> {
+        let a =
+            Init::new(7, &Device::Cpu).kaiming_normal_fan_out("conv1.weight", &[64, 3, 3, 3])?;
+        let b =
+            Init::new(7, &Device::Cpu).kaiming_normal_fan_out("conv1.weight", &[64, 3, 3, 3])?;
+        let c =
+            Init::new(8, &Device::Cpu).kaiming_normal_fan_out("conv1.weight", &[64, 3, 3, 3])?;
+        let (va, vb, vc) = (
+            a.flatten_all()?.to_vec1::<f32>()?,
+            b.flatten_all()?.to_vec1::<f32>()?,
+            c.flatten_all()?.to_vec1::<f32>()?,
+        );
+        assert_eq!(va, vb);
+        assert_ne!(va, vc);
+        let var: f32 = va.iter().map(|x| x * x).sum::<f32>() / va.len() as f32;
+        let want = 2.0 / (64.0 * 9.0);
+        assert!((var / want - 1.0).abs() < 0.15, "variance {var} vs {want}");
+        Ok(())
+    }
+}

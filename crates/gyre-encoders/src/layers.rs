@@ -1,0 +1,206 @@
+//! The layers encoders are built from: bias-free conv, BatchNorm with running statistics, linear.
+//! Each registers its tensors in a `ParamStore` under torchvision's names as it is built.
+
+use crate::init::Init;
+use crate::params::{ParamKind, ParamStore};
+use gyre_kernels::ops::{batch_norm_eval, batch_norm_train};
+use gyre_kernels::{DType, Result, Tensor, Var};
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// 2-D convolution without bias (every conv in a ResNet is followed by BatchNorm).
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Var,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: &mut ParamStore,
+        init: &Init,
+        prefix: &str,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        let name = join(prefix, "weight");
+        let w = init.kaiming_normal_fan_out(&name, &[c_out, c_in, kernel, kernel])?;
+        let weight = store.add(name, w, ParamKind::Weight)?;
+        Ok(Self {
+            weight,
+            stride,
+            padding,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        gyre_kernels::ops::conv2d(x, self.weight.as_tensor(), self.stride, self.padding)
+    }
+}
+
+/// BatchNorm over `[N, C]` or `[N, C, H, W]` (PyTorch's BatchNorm1d/2d): batch statistics and a
+/// running-statistics update (momentum 0.1, unbiased variance) in train mode, running statistics
+/// in eval mode.
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    weight: Option<Var>,
+    bias: Option<Var>,
+    running_mean: Var,
+    running_var: Var,
+    num_batches_tracked: Var,
+    momentum: f64,
+    eps: f64,
+}
+
+impl BatchNorm {
+    pub fn new(
+        store: &mut ParamStore,
+        init: &Init,
+        prefix: &str,
+        channels: usize,
+        affine: bool,
+    ) -> Result<Self> {
+        let (weight, bias) = if affine {
+            let w = store.add(
+                join(prefix, "weight"),
+                init.constant(&[channels], 1.0)?,
+                ParamKind::NormWeight,
+            )?;
+            let b = store.add(
+                join(prefix, "bias"),
+                init.constant(&[channels], 0.0)?,
+                ParamKind::NormBias,
+            )?;
+            (Some(w), Some(b))
+        } else {
+            (None, None)
+        };
+        let running_mean = store.add(
+            join(prefix, "running_mean"),
+            init.constant(&[channels], 0.0)?,
+            ParamKind::Buffer,
+        )?;
+        let running_var = store.add(
+            join(prefix, "running_var"),
+            init.constant(&[channels], 1.0)?,
+            ParamKind::Buffer,
+        )?;
+        let nbt = Tensor::zeros((), DType::I64, init.device())?;
+        let num_batches_tracked =
+            store.add(join(prefix, "num_batches_tracked"), nbt, ParamKind::Buffer)?;
+        Ok(Self {
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            num_batches_tracked,
+            momentum: 0.1,
+            eps: 1e-5,
+        })
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let w = self.weight.as_ref().map(|v| v.as_tensor());
+        let b = self.bias.as_ref().map(|v| v.as_tensor());
+        if !train {
+            return batch_norm_eval(
+                x,
+                self.running_mean.as_tensor(),
+                self.running_var.as_tensor(),
+                w,
+                b,
+                self.eps,
+            );
+        }
+        let (y, stats) = batch_norm_train(x, w, b, self.eps)?;
+        let m = self.momentum;
+        let unbias = if stats.count > 1 {
+            stats.count as f64 / (stats.count as f64 - 1.0)
+        } else {
+            1.0
+        };
+        let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (stats.mean * m)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (stats.var * (m * unbias))?)?;
+        self.running_mean.set(&rm.detach())?;
+        self.running_var.set(&rv.detach())?;
+        let n = self.num_batches_tracked.as_tensor().affine(1.0, 1.0)?;
+        self.num_batches_tracked.set(&n)?;
+        Ok(y)
+    }
+}
+
+/// Fully connected layer `y = x Wᵀ + b` (`W` is `[out, in]`, as PyTorch).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Var,
+    bias: Option<Var>,
+}
+
+impl Linear {
+    pub fn new(
+        store: &mut ParamStore,
+        init: &Init,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let wn = join(prefix, "weight");
+        let w = init.linear_uniform(&wn, &[d_out, d_in], d_in)?;
+        let weight = store.add(wn, w, ParamKind::Weight)?;
+        let bias = if bias {
+            let bn = join(prefix, "bias");
+            let b = init.linear_uniform(&bn, &[d_out], d_in)?;
+            Some(store.add(bn, b, ParamKind::Bias)?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.as_tensor().t()?)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b.as_tensor()),
+            None => Ok(y),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gyre_kernels::Device;
+
+    #[test]
+    fn batchnorm_updates_running_stats_like_pytorch() -> Result<()> {
+        let mut store = ParamStore::new();
+        let init = Init::new(0, &Device::Cpu);
+        let bn = BatchNorm::new(&mut store, &init, "bn", 1, true)?;
+        // Values 1, 2, 3, 4: mean 2.5, biased var 1.25, unbiased 5/3.
+        let x = Tensor::from_vec(vec![1f32, 2.0, 3.0, 4.0], (4, 1), &Device::Cpu)?;
+        bn.forward_t(&x, true)?;
+        let rm = store.get("bn.running_mean").unwrap().var.to_vec1::<f32>()?[0];
+        let rv = store.get("bn.running_var").unwrap().var.to_vec1::<f32>()?[0];
+        assert!((rm - 0.25).abs() < 1e-6, "{rm}");
+        assert!((rv - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-6, "{rv}");
+        let n = store
+            .get("bn.num_batches_tracked")
+            .unwrap()
+            .var
+            .to_scalar::<i64>()?;
+        assert_eq!(n, 1);
+        Ok(())
+    }
+}

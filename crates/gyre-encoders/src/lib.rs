@@ -1,0 +1,16 @@
+//! Encoders for gyre: the ResNet family (BasicBlock and Bottleneck, CIFAR or ImageNet stem, any
+//! input channel count) with BatchNorm that trains, projection heads, and weights stored under
+//! torchvision's key names so that they load into PyTorch unchanged.
+
+pub mod error;
+pub mod head;
+pub mod init;
+pub mod layers;
+pub mod params;
+pub mod resnet;
+pub mod weights;
+
+pub use error::EncoderError;
+pub use head::{ProjectionHead, ProjectionHeadConfig};
+pub use params::{Param, ParamKind, ParamStore};
+pub use resnet::{Block, ResNet, ResNetConfig, Stem};

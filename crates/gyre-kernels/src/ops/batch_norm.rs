@@ -1,0 +1,375 @@
+//! Batch normalisation over every dimension but the channel one (dim 1): `[N, C]` or `[N, C, H, W]`.
+//!
+//! Train mode normalises with the batch statistics and also returns them (detached) so that the
+//! caller can update its running statistics; eval mode uses the running statistics.
+//!
+//! On the CPU (f32) train mode is one fused `CustomOp3`: one pass per channel for the statistics
+//! (no transposes), one for the output, and the closed-form backward
+//! `dx = γ·σ⁻¹·(dy − mean(dy) − x̂·mean(dy·x̂))` in two passes. Elsewhere it is the plain candle
+//! composition [`batch_norm_train_reference`], which the fused op must equal.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
+
+/// Batch statistics of one train-mode call, detached from the graph.
+#[derive(Debug, Clone)]
+pub struct BatchStats {
+    /// Per-channel mean, shape `[C]`.
+    pub mean: Tensor,
+    /// Per-channel biased variance (divided by the count), shape `[C]`.
+    pub var: Tensor,
+    /// Number of values each channel's statistics were taken over.
+    pub count: usize,
+}
+
+fn reduce_dims(rank: usize) -> Result<Vec<usize>> {
+    match rank {
+        2 => Ok(vec![0]),
+        3 => Ok(vec![0, 2]),
+        4 => Ok(vec![0, 2, 3]),
+        r => candle_core::bail!("batch_norm expects a rank 2, 3 or 4 input, got rank {r}"),
+    }
+}
+
+/// Shape `[1, C, 1, …]` for broadcasting a per-channel vector against `x`.
+fn channel_shape(x: &Tensor) -> Vec<usize> {
+    let mut s = vec![1; x.rank()];
+    s[1] = x.dim(1).unwrap_or(1);
+    s
+}
+
+/// Train-mode batch norm: `y = (x − mean) / sqrt(var + eps) · weight + bias` with batch statistics.
+/// `weight` and `bias` are `[C]` or `None` (no affine transform).
+pub fn batch_norm_train(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<(Tensor, BatchStats)> {
+    if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+        return batch_norm_train_reference(x, weight, bias, eps);
+    }
+    reduce_dims(x.rank())?;
+    let c = x.dim(1)?;
+    let dev = x.device();
+    let w = match weight {
+        Some(w) => w.clone(),
+        None => Tensor::ones(c, DType::F32, dev)?,
+    };
+    let b = match bias {
+        Some(b) => b.clone(),
+        None => Tensor::zeros(c, DType::F32, dev)?,
+    };
+    let stash = Arc::new(Mutex::new(None));
+    let y = x.contiguous()?.apply_op3(
+        &w.contiguous()?,
+        &b.contiguous()?,
+        BnTrainOp {
+            eps,
+            stash: stash.clone(),
+        },
+    )?;
+    let st = stash.lock().expect("stash").clone().expect("forward ran");
+    let count = x.elem_count() / c.max(1);
+    let stats = BatchStats {
+        mean: Tensor::from_vec(st.mean, c, dev)?,
+        var: Tensor::from_vec(st.var, c, dev)?,
+        count,
+    };
+    Ok((y, stats))
+}
+
+/// Per-channel statistics kept from the forward for the backward.
+#[derive(Debug, Clone)]
+struct Saved {
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    inv_std: Vec<f32>,
+}
+
+/// `(n, c, s)`: batch, channels, values per channel per sample.
+fn ncs(dims: &[usize]) -> (usize, usize, usize) {
+    (dims[0], dims[1], dims[2..].iter().product())
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("batch_norm: expected f32, got {:?}", s.dtype())
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("batch_norm: expected a contiguous tensor"),
+    }
+}
+
+/// Mean and biased variance of each channel (two passes in f64; sequential per channel so the
+/// result does not depend on the thread count).
+fn channel_stats(x: &[f32], (n, c, s): (usize, usize, usize), eps: f64) -> Saved {
+    let m = (n * s) as f64;
+    let per: Vec<(f32, f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mut sum = 0f64;
+            for i in 0..n {
+                sum += x[(i * c + ch) * s..(i * c + ch + 1) * s]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .sum::<f64>();
+            }
+            let mean = sum / m;
+            let mut sq = 0f64;
+            for i in 0..n {
+                sq += x[(i * c + ch) * s..(i * c + ch + 1) * s]
+                    .iter()
+                    .map(|&v| (v as f64 - mean).powi(2))
+                    .sum::<f64>();
+            }
+            let var = sq / m;
+            (mean as f32, var as f32, (1.0 / (var + eps).sqrt()) as f32)
+        })
+        .collect();
+    Saved {
+        mean: per.iter().map(|p| p.0).collect(),
+        var: per.iter().map(|p| p.1).collect(),
+        inv_std: per.iter().map(|p| p.2).collect(),
+    }
+}
+
+struct BnTrainOp {
+    eps: f64,
+    stash: Arc<Mutex<Option<Saved>>>,
+}
+
+impl CustomOp3 for BnTrainOp {
+    fn name(&self) -> &'static str {
+        "gyre-batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (n, c, s) = ncs(l1.dims());
+        let st = channel_stats(x, (n, c, s), self.eps);
+        let scale: Vec<f32> = (0..c).map(|ch| w[ch] * st.inv_std[ch]).collect();
+        let shift: Vec<f32> = (0..c).map(|ch| b[ch] - st.mean[ch] * scale[ch]).collect();
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(c * s)
+            .zip(x.par_chunks(c * s))
+            .for_each(|(y, x)| {
+                for ch in 0..c {
+                    let (a, t) = (scale[ch], shift[ch]);
+                    for (yv, xv) in y[ch * s..(ch + 1) * s]
+                        .iter_mut()
+                        .zip(&x[ch * s..(ch + 1) * s])
+                    {
+                        *yv = xv * a + t;
+                    }
+                }
+            });
+        *self.stash.lock().expect("stash") = Some(st);
+        let _ = n;
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let saved = self
+            .stash
+            .lock()
+            .expect("stash")
+            .clone()
+            .expect("forward ran before backward");
+        let numel = x.elem_count();
+        let c = x.dim(1)?;
+        let packed = x.apply_op3_no_bwd(w, &dy.contiguous()?, &BnBackwardOp { saved })?;
+        let dx = packed.narrow(0, 0, numel)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, numel, c)?;
+        let db = packed.narrow(0, numel + c, c)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// Computes `[dx (flattened), dγ, dβ]` in one flat tensor.
+struct BnBackwardOp {
+    saved: Saved,
+}
+
+impl CustomOp3 for BnBackwardOp {
+    fn name(&self) -> &'static str {
+        "gyre-batch-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, dy) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (n, c, s) = ncs(l1.dims());
+        let sv = &self.saved;
+        // Pass 1, per channel: Σdy and Σdy·x̂.
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mu, is) = (sv.mean[ch], sv.inv_std[ch]);
+                let (mut sd, mut sdx) = (0f64, 0f64);
+                for i in 0..n {
+                    let r = (i * c + ch) * s..(i * c + ch + 1) * s;
+                    for (&g, &v) in dy[r.clone()].iter().zip(&x[r]) {
+                        sd += g as f64;
+                        sdx += (g * (v - mu) * is) as f64;
+                    }
+                }
+                (sd, sdx)
+            })
+            .collect();
+        let m = (n * s) as f64;
+        let mut out = vec![0f32; x.len() + 2 * c];
+        let (dx, rest) = out.split_at_mut(x.len());
+        // Pass 2, per sample: dx = γσ⁻¹ (dy − Σdy/M − x̂ Σdy·x̂/M).
+        dx.par_chunks_mut(c * s)
+            .zip(x.par_chunks(c * s).zip(dy.par_chunks(c * s)))
+            .for_each(|(dx, (x, dy))| {
+                for ch in 0..c {
+                    let (mu, is) = (sv.mean[ch], sv.inv_std[ch]);
+                    let k = w[ch] * is;
+                    let mdy = (sums[ch].0 / m) as f32;
+                    let mdyx = (sums[ch].1 / m) as f32;
+                    let r = ch * s..(ch + 1) * s;
+                    for ((o, &g), &v) in dx[r.clone()].iter_mut().zip(&dy[r.clone()]).zip(&x[r]) {
+                        *o = k * (g - mdy - (v - mu) * is * mdyx);
+                    }
+                }
+            });
+        for ch in 0..c {
+            rest[ch] = sums[ch].1 as f32;
+            rest[c + ch] = sums[ch].0 as f32;
+        }
+        Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * c)))
+    }
+}
+
+/// The plain candle composition of train-mode batch norm (mean, subtract, square, mean, divide,
+/// scale, shift): works on every device and is the reference the fused op is tested against.
+pub fn batch_norm_train_reference(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<(Tensor, BatchStats)> {
+    let dims = reduce_dims(x.rank())?;
+    let cshape = channel_shape(x);
+    let count = x.elem_count() / cshape[1].max(1);
+    let mean = x.mean_keepdim(dims.as_slice())?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(dims.as_slice())?;
+    let inv_std = (&var + eps)?.sqrt()?.recip()?;
+    let mut y = centred.broadcast_mul(&inv_std)?;
+    if let Some(w) = weight {
+        y = y.broadcast_mul(&w.reshape(cshape.as_slice())?)?;
+    }
+    if let Some(b) = bias {
+        y = y.broadcast_add(&b.reshape(cshape.as_slice())?)?;
+    }
+    let stats = BatchStats {
+        mean: mean.flatten_all()?.detach(),
+        var: var.flatten_all()?.detach(),
+        count,
+    };
+    Ok((y, stats))
+}
+
+/// Eval-mode batch norm with the running statistics `mean` and `var` (both `[C]`).
+pub fn batch_norm_eval(
+    x: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    let cshape = channel_shape(x);
+    let inv_std = (var + eps)?.sqrt()?.recip()?;
+    let (scale, shift) = match weight {
+        Some(w) => (inv_std.mul(w)?, mean.mul(&inv_std)?.mul(w)?),
+        None => (inv_std.clone(), mean.mul(&inv_std)?),
+    };
+    let shift = match bias {
+        Some(b) => (b - shift)?,
+        None => shift.neg()?,
+    };
+    x.broadcast_mul(&scale.reshape(cshape.as_slice())?)?
+        .broadcast_add(&shift.reshape(cshape.as_slice())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn train_mode_normalises_each_channel() -> Result<()> {
+        let dev = Device::Cpu;
+        // Channel 0 holds 1..=8, channel 1 holds 10·(1..=8): mean 4.5 / 45, var 5.25 / 525.
+        let mut v = Vec::new();
+        for n in 0..2 {
+            for c in 0..2 {
+                for k in 0..4 {
+                    let base = (n * 4 + k + 1) as f32;
+                    v.push(if c == 0 { base } else { 10.0 * base });
+                }
+            }
+        }
+        let x = Tensor::from_vec(v, (2, 2, 2, 2), &dev)?;
+        let (y, st) = batch_norm_train(&x, None, None, 0.0)?;
+        let m = st.mean.to_vec1::<f32>()?;
+        let s = st.var.to_vec1::<f32>()?;
+        assert!((m[0] - 4.5).abs() < 1e-6 && (m[1] - 45.0).abs() < 1e-4);
+        assert!((s[0] - 5.25).abs() < 1e-5 && (s[1] - 525.0).abs() < 1e-2);
+        assert_eq!(st.count, 8);
+        let ym = y.mean_keepdim((0, 2, 3))?.flatten_all()?.to_vec1::<f32>()?;
+        let yv = y
+            .sqr()?
+            .mean_keepdim((0, 2, 3))?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        for c in 0..2 {
+            assert!(ym[c].abs() < 1e-6, "{ym:?}");
+            assert!((yv[c] - 1.0).abs() < 1e-5, "{yv:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn eval_mode_uses_running_statistics() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::from_vec(vec![1f32, 3.0, 5.0, 7.0], (2, 2), &dev)?;
+        let mean = Tensor::from_vec(vec![1f32, 3.0], 2, &dev)?;
+        let var = Tensor::from_vec(vec![4f32, 16.0], 2, &dev)?;
+        let w = Tensor::from_vec(vec![2f32, 1.0], 2, &dev)?;
+        let b = Tensor::from_vec(vec![0.5f32, -1.0], 2, &dev)?;
+        let y = batch_norm_eval(&x, &mean, &var, Some(&w), Some(&b), 0.0)?.to_vec2::<f32>()?;
+        // Row 0: (1−1)/2·2+0.5 = 0.5, (3−3)/4·1−1 = −1; row 1: (5−1)/2·2+0.5 = 4.5, (7−3)/4−1 = 0.
+        assert_eq!(y, vec![vec![0.5, -1.0], vec![4.5, 0.0]]);
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! NT-Xent, the normalised temperature-scaled cross-entropy of SimCLR.
+//!
+//! Chen, Kornblith, Norouzi, Hinton. "A Simple Framework for Contrastive Learning of Visual
+//! Representations", ICML 2020 (arXiv 2002.05709); reference `google-research/simclr`
+//! `objective.py::add_contrastive_loss`.
+//!
+//! For `B` images with two views, `z = [n(z_a); n(z_b)]` is `[2B, D]`, `S = z zᵀ / τ` with the
+//! diagonal removed, and row `i`'s positive is `(i + B) mod 2B`:
+//! `ℓ_i = lse_{j≠i}(S_ij) − S_{i,pos(i)}`, `L = mean_i ℓ_i` over the 2B rows.
+//!
+//! Convention: the **paper mean over 2B rows** (as lightly's `NTXentLoss` and solo-learn). The TF
+//! reference returns twice this (`loss_a + loss_b`, each a mean over B).
+
+use crate::normalize::l2_normalize;
+use gyre_kernels::{Result, Tensor};
+
+/// NT-Xent of two view batches `z_a`, `z_b` (`[B, D]` each, any scale: they are L2-normalised
+/// here) at temperature `tau`. Returns a scalar: the mean over the 2B rows.
+pub fn nt_xent(z_a: &Tensor, z_b: &Tensor, tau: f64) -> Result<Tensor> {
+    let (b, d) = z_a.dims2()?;
+    let (b2, d2) = z_b.dims2()?;
+    if (b, d) != (b2, d2) {
+        gyre_kernels::candle::bail!("nt_xent: view shapes differ: [{b}, {d}] vs [{b2}, {d2}]");
+    }
+    if b == 0 || tau <= 0.0 || !tau.is_finite() {
+        gyre_kernels::candle::bail!("nt_xent: needs B ≥ 1 and τ > 0 (B = {b}, τ = {tau})");
+    }
+    let dev = z_a.device();
+    let n = 2 * b;
+    let z = Tensor::cat(&[&l2_normalize(z_a)?, &l2_normalize(z_b)?], 0)?;
+    let sim = (z.matmul(&z.t()?)? / tau)?;
+    // Remove self-similarity with −∞: exp(−∞) = 0 in the softmax and its gradient is exactly 0.
+    let diag: Vec<f32> = (0..n * n)
+        .map(|k| {
+            if k / n == k % n {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(diag, (n, n), dev)?.to_dtype(sim.dtype())?;
+    let logp = gyre_kernels::nn::ops::log_softmax(&sim.add(&mask)?, 1)?;
+    let pos: Vec<u32> = (0..n).map(|i| ((i + b) % n) as u32).collect();
+    let pos = Tensor::from_vec(pos, (n, 1), dev)?;
+    let picked = logp.gather(&pos, 1)?;
+    picked.mean_all()?.neg()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{assert_close, check_gradient, rows};
+    use gyre_kernels::{DType, Device};
+
+    fn n3(v: [f32; 3]) -> [f32; 3] {
+        let s = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+        [v[0] / s, v[1] / s, v[2] / s]
+    }
+
+    #[test]
+    fn tv1_identical_embeddings_give_ln_2b_minus_1() -> Result<()> {
+        // methods.md §10 TV1: B = 4, every embedding identical → ln 7 for any τ.
+        let e = [[0.3f32, -0.1, 0.7]; 4];
+        for tau in [0.07, 0.5, 2.0] {
+            let l = nt_xent(&rows(&e)?, &rows(&e)?, tau)?.to_scalar::<f32>()?;
+            assert_close(l as f64, 7f64.ln(), 1e-6);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn tv2_orthogonal_pairs() -> Result<()> {
+        // TV2: [a1, a2, b1, b2] = [e1, e2, e1, e2], τ = 0.5 → ln(1 + 2e^{−2}) = 0.2395448.
+        let a = [[1f32, 0.0, 0.0], [0.0, 1.0, 0.0]];
+        let l = nt_xent(&rows(&a)?, &rows(&a)?, 0.5)?.to_scalar::<f32>()?;
+        assert_close(l as f64, 0.2395448, 1e-6);
+        assert_close(l as f64, (1.0 + 2.0 * (-2f64).exp()).ln(), 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn tv3_general_pairs() -> Result<()> {
+        // TV3: a = [n(1,2,0), n(0,1,1)], b = [n(1,1,0), n(1,0,1)], τ = 0.5 → 0.8442249.
+        let a = [n3([1.0, 2.0, 0.0]), n3([0.0, 1.0, 1.0])];
+        let b = [n3([1.0, 1.0, 0.0]), n3([1.0, 0.0, 1.0])];
+        let l = nt_xent(&rows(&a)?, &rows(&b)?, 0.5)?.to_scalar::<f32>()?;
+        assert_close(l as f64, 0.8442249, 1e-6);
+        // Unnormalised inputs give the same value: normalisation is part of the loss.
+        let a2: Vec<[f32; 3]> = a
+            .iter()
+            .map(|r| [r[0] * 3.0, r[1] * 3.0, r[2] * 3.0])
+            .collect();
+        let l2 = nt_xent(&rows(&a2)?, &rows(&b)?, 0.5)?.to_scalar::<f32>()?;
+        assert_close(l2 as f64, 0.8442249, 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn finite_difference_gradient() -> Result<()> {
+        let a = [
+            [0.3f32, -1.2, 0.5, 0.1],
+            [1.0, 0.2, -0.3, 0.8],
+            [-0.4, 0.9, 0.6, -0.2],
+        ];
+        let b = [
+            [0.1f32, -0.8, 0.7, 0.3],
+            [0.9, 0.1, 0.2, 0.5],
+            [-0.6, 1.1, 0.1, 0.0],
+        ];
+        let zb = rows(&b)?.to_dtype(DType::F64)?;
+        check_gradient(&rows(&a)?, |za| nt_xent(za, &zb, 0.3), 2e-3)?;
+        let za = rows(&a)?.to_dtype(DType::F64)?;
+        check_gradient(&rows(&b)?, |zb| nt_xent(&za, zb, 0.3), 2e-3)
+    }
+
+    #[test]
+    fn rejects_bad_shapes_and_temperature() {
+        let dev = Device::Cpu;
+        let a = Tensor::zeros((2, 3), DType::F32, &dev).unwrap();
+        let b = Tensor::zeros((3, 3), DType::F32, &dev).unwrap();
+        assert!(nt_xent(&a, &b, 0.5).is_err());
+        assert!(nt_xent(&a, &a, 0.0).is_err());
+    }
+}

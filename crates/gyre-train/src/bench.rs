@@ -1,0 +1,149 @@
+//! `gyre bench`: training-step throughput of the reference SimCLR step (one forward of both views,
+//! projection head, NT-Xent τ = 0.2, AdamW lr 1e-3) on fixed random inputs, the same step as
+//! `shared/reference/step_bench.py`; and data-pipeline throughput in pairs of views per second.
+
+use crate::metrics::peak_rss_mb;
+use crate::optim::{OptimKind, OptimSettings, Optimizer};
+use gyre_data::{AugmentConfig, Loader, LoaderConfig, ViewPipeline};
+use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet, ResNetConfig, Stem};
+use gyre_kernels::{Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One step-benchmark case.
+#[derive(Debug, Clone)]
+pub struct StepCase {
+    pub model: String,
+    pub batch: usize,
+    pub size: usize,
+    pub in_ch: usize,
+    pub steps: usize,
+    pub warmup: usize,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Times the training step; returns one JSON object.
+pub fn step_bench(case: &StepCase, device: &Device) -> anyhow::Result<Value> {
+    let cfg = ResNetConfig::preset(&case.model, case.in_ch)?.with_stem(Stem::Cifar);
+    let backbone = ResNet::new(cfg, 0, device)?;
+    let hidden = if case.model == "resnet-mini" {
+        512
+    } else {
+        2048
+    };
+    let head = ProjectionHead::new(
+        ProjectionHeadConfig {
+            input: backbone.feature_dim(),
+            hidden,
+            output: 128,
+        },
+        0,
+        "projector",
+        device,
+    )?;
+    let mut params = ParamStore::new();
+    params.extend_prefixed("backbone", backbone.params());
+    params.extend_prefixed("projector", head.params());
+    // torch.optim.AdamW defaults: betas (0.9, 0.999), eps 1e-8, weight decay 0.01.
+    let settings = OptimSettings {
+        kind: OptimKind::Adamw,
+        momentum: 0.0,
+        nesterov: false,
+        weight_decay: 0.01,
+        exclude_bn_bias: false,
+        betas: (0.9, 0.999),
+        eps: 1e-8,
+    };
+    let mut opt = Optimizer::new(&params, settings);
+    let n = 2 * case.batch;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let normal = rand_distr::Normal::new(0f32, 1.0).expect("valid");
+    let data: Vec<f32> = (0..n * case.in_ch * case.size * case.size)
+        .map(|_| rand_distr::Distribution::sample(&normal, &mut rng))
+        .collect();
+    let x = Tensor::from_vec(data, (n, case.in_ch, case.size, case.size), device)?;
+    let mut step = || -> anyhow::Result<f32> {
+        let z = head.forward_t(&backbone.forward_t(&x, true)?, true)?;
+        let loss = gyre_losses::nt_xent(
+            &z.narrow(0, 0, case.batch)?,
+            &z.narrow(0, case.batch, case.batch)?,
+            0.2,
+        )?;
+        let grads = loss.backward()?;
+        opt.step(&grads, 1e-3)?;
+        Ok(loss.to_scalar::<f32>()?)
+    };
+    let t_first = Instant::now();
+    for _ in 0..case.warmup {
+        step()?;
+    }
+    let first = t_first.elapsed().as_secs_f64();
+    let mut times = Vec::with_capacity(case.steps);
+    let mut loss = 0.0;
+    for _ in 0..case.steps {
+        let t0 = Instant::now();
+        loss = step()?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    let (min, max) = (
+        times.iter().cloned().fold(f64::INFINITY, f64::min),
+        times.iter().cloned().fold(0.0, f64::max),
+    );
+    let med = median(&mut times);
+    Ok(json!({
+        "bench": "step", "impl": "gyre", "model": case.model, "batch_per_view": case.batch, "images_per_step": n,
+        "size": case.size, "in_ch": case.in_ch, "steps": case.steps, "warmup": case.warmup,
+        "threads": rayon::current_num_threads(), "params": params.num_trainable(),
+        "step_ms_median": med * 1e3, "step_ms_min": min * 1e3, "step_ms_max": max * 1e3,
+        "img_per_s": n as f64 / med, "warmup_s": first, "final_loss": loss, "peak_rss_mb": peak_rss_mb(),
+    }))
+}
+
+/// Pairs of augmented views per second with the default recipe's strong view on the embedded
+/// Fashion-MNIST split (`batches` batches of `batch`).
+pub fn data_bench(batch: usize, batches: usize) -> anyhow::Result<Value> {
+    let set = Arc::new(gyre_data::fashion_mnist::embedded()?);
+    let aug = AugmentConfig {
+        crop_scale: [0.2, 1.0],
+        hflip_p: 0.5,
+        jitter_p: 0.8,
+        brightness: 0.4,
+        contrast: 0.4,
+        ..AugmentConfig::identity(28)
+    };
+    let v = ViewPipeline::new(aug, &[0.2860], &[0.3530])?;
+    let loader = Loader::new(
+        set,
+        vec![v.clone(), v],
+        LoaderConfig {
+            batch_size: batch,
+            seed: 0,
+            prefetch: 0,
+        },
+    )?;
+    let perm: Vec<usize> = (0..loader.dataset().len()).collect();
+    let per_epoch = loader.batches_per_epoch();
+    let _ = loader.build(0, 0, &perm);
+    let t0 = Instant::now();
+    for i in 0..batches {
+        std::hint::black_box(loader.build(0, i % per_epoch, &perm));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(json!({
+        "bench": "data", "impl": "gyre", "dataset": "fashion-mnist-embedded", "view": "RRC(28, 0.2-1) flip jitter(0.4, 0.4) p0.8",
+        "batch": batch, "batches": batches, "threads": rayon::current_num_threads(),
+        "pairs_per_s": (batch * batches) as f64 / secs,
+    }))
+}

@@ -1,0 +1,17 @@
+//! Training for gyre: methods (encoder + head + loss + views), optimisers, schedules, the kNN
+//! monitor, checkpoints, metrics, TOML recipes, benchmarks, and the `gyre` binary's commands.
+
+pub mod bench;
+pub mod checkpoint;
+pub mod data_setup;
+pub mod eval;
+pub mod knn;
+pub mod method;
+pub mod metrics;
+pub mod optim;
+pub mod recipe;
+pub mod schedule;
+pub mod trainer;
+
+pub use recipe::Recipe;
+pub use trainer::{train, TrainOptions};

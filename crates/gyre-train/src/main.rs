@@ -1,0 +1,195 @@
+//! The `gyre` command line: `gyre train`, `gyre eval`, `gyre bench`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gyre_train::bench::{data_bench, step_bench, StepCase};
+use gyre_train::recipe::Recipe;
+use gyre_train::{train, TrainOptions};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "gyre",
+    version,
+    about = "Self-supervised representation learning: train, evaluate, benchmark."
+)]
+struct Cli {
+    /// Compute threads (0: one per core). Also `RAYON_NUM_THREADS`.
+    #[arg(long, global = true, default_value_t = 0)]
+    threads: usize,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a recipe (default: SimCLR on the embedded Fashion-MNIST split).
+    Train {
+        /// Recipe TOML file; without it the embedded default recipe runs.
+        #[arg(long)]
+        recipe: Option<PathBuf>,
+        /// Override a recipe value: `--set train.epochs=2` (repeatable).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+        /// Run folder (default: `<train.out_dir>/<name>-<UTC time>`).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        /// Print the resolved recipe and stop.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Evaluate a run's checkpoint with the kNN monitor.
+    Eval {
+        /// Run folder (holds recipe.toml and checkpoint.safetensors).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        k: usize,
+        #[arg(long, default_value_t = 0.1)]
+        t: f64,
+    },
+    /// Benchmark the training step and the data pipeline; prints JSON lines.
+    Bench {
+        /// `resnet-mini`, `resnet18`, or `all` (both reference shapes).
+        #[arg(long, default_value = "all")]
+        model: String,
+        /// Images per view (default: 256 for resnet-mini, 64 for resnet18).
+        #[arg(long)]
+        batch: Option<usize>,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Also (or only, with `--model none`) the data pipeline.
+        #[arg(long)]
+        data: bool,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.threads > 0 {
+        std::env::set_var("RAYON_NUM_THREADS", cli.threads.to_string());
+    }
+    match cli.cmd {
+        Cmd::Train {
+            recipe,
+            set,
+            run_dir,
+            quiet,
+            dry_run,
+        } => {
+            let r = match &recipe {
+                Some(p) => Recipe::load(p, &set)?,
+                None => Recipe::default_recipe(&set)?,
+            };
+            if dry_run {
+                print!("{}", r.to_toml());
+                return Ok(());
+            }
+            if r.train.threads > 0 && cli.threads == 0 {
+                std::env::set_var("RAYON_NUM_THREADS", r.train.threads.to_string());
+            }
+            let summary = train(&r, &TrainOptions { run_dir, quiet })?;
+            println!("{summary}");
+        }
+        Cmd::Eval { checkpoint, k, t } => {
+            let recipe_path = checkpoint.join("recipe.toml");
+            let r = Recipe::load(&recipe_path, &[])?;
+            let device = gyre_kernels::select_device(&r.train.device)?;
+            let data = gyre_train::data_setup::load(&r)?;
+            let net = gyre_train::method::build_backbone(&r, data.pretrain.channels, &device)?;
+            let wp = gyre_train::checkpoint::weights_path(&checkpoint);
+            let tensors = gyre_encoders::weights::read_tensors(&wp, &device)?;
+            gyre_encoders::weights::load_into(net.params(), &tensors, "backbone.", &wp)?;
+            let acc = gyre_train::eval::knn_eval(
+                &net,
+                &data.bank,
+                &data.queries,
+                &r.data.mean,
+                &r.data.std,
+                k,
+                t,
+                &device,
+            )?;
+            println!(
+                "{}",
+                serde_json::json!({"checkpoint": wp.display().to_string(), "knn_top1": acc, "k": k, "t": t, "data": data.description})
+            );
+        }
+        Cmd::Bench {
+            model,
+            batch,
+            steps,
+            warmup,
+            data,
+            device,
+        } => {
+            let device = gyre_kernels::select_device(&device)?;
+            let cases: Vec<StepCase> = match model.as_str() {
+                "all" => vec![
+                    StepCase {
+                        model: "resnet-mini".into(),
+                        batch: batch.unwrap_or(256),
+                        size: 28,
+                        in_ch: 1,
+                        steps,
+                        warmup,
+                    },
+                    StepCase {
+                        model: "resnet18".into(),
+                        batch: batch.unwrap_or(64),
+                        size: 32,
+                        in_ch: 3,
+                        steps,
+                        warmup,
+                    },
+                ],
+                "resnet-mini" => vec![StepCase {
+                    model,
+                    batch: batch.unwrap_or(256),
+                    size: 28,
+                    in_ch: 1,
+                    steps,
+                    warmup,
+                }],
+                "resnet18" => vec![StepCase {
+                    model,
+                    batch: batch.unwrap_or(64),
+                    size: 32,
+                    in_ch: 3,
+                    steps,
+                    warmup,
+                }],
+                "none" => vec![],
+                other => anyhow::bail!(
+                    "--model: unknown model '{other}': expected resnet-mini, resnet18, all or none"
+                ),
+            };
+            for c in &cases {
+                println!(
+                    "{}",
+                    step_bench(c, &device).with_context(|| format!("benchmarking {}", c.model))?
+                );
+            }
+            if data || cases.is_empty() {
+                println!("{}", data_bench(256, 40)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        // One line: the whole context chain, no backtrace.
+        let msg = format!("{e:#}").replace('\n', " ");
+        eprintln!("error: {msg}");
+        std::process::exit(1);
+    }
+}

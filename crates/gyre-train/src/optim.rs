@@ -1,0 +1,227 @@
+//! Optimisers over a `ParamStore`: SGD with momentum (optionally Nesterov) and AdamW, with weight
+//! decay that can exempt BatchNorm parameters and biases. Semantics match `torch.optim`.
+
+use gyre_encoders::{Param, ParamStore};
+use gyre_kernels::candle::backprop::GradStore;
+use gyre_kernels::{Result, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Which optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimKind {
+    Sgd,
+    Adamw,
+}
+
+/// Hyper-parameters shared by the optimisers (unused ones are ignored).
+#[derive(Debug, Clone, Copy)]
+pub struct OptimSettings {
+    pub kind: OptimKind,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    pub exclude_bn_bias: bool,
+    pub betas: (f64, f64),
+    pub eps: f64,
+}
+
+/// An optimiser with its per-parameter state, keyed by parameter name.
+pub struct Optimizer {
+    settings: OptimSettings,
+    params: Vec<Param>,
+    /// SGD momentum buffer or Adam first moment.
+    m: HashMap<String, Tensor>,
+    /// Adam second moment.
+    v: HashMap<String, Tensor>,
+    steps: u64,
+}
+
+impl Optimizer {
+    pub fn new(store: &ParamStore, settings: OptimSettings) -> Self {
+        let params = store.trainable().cloned().collect();
+        Self {
+            settings,
+            params,
+            m: HashMap::new(),
+            v: HashMap::new(),
+            steps: 0,
+        }
+    }
+
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    fn decay_for(&self, p: &Param) -> f64 {
+        if self.settings.exclude_bn_bias && p.kind.is_bn_or_bias() {
+            0.0
+        } else {
+            self.settings.weight_decay
+        }
+    }
+
+    /// One update with learning rate `lr`. Parameters without a gradient are left alone.
+    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        self.steps += 1;
+        let s = self.settings;
+        for p in &self.params {
+            let Some(g) = grads.get(p.var.as_tensor()) else {
+                continue;
+            };
+            let w = p.var.as_tensor();
+            let wd = self.decay_for(p);
+            match s.kind {
+                OptimKind::Sgd => {
+                    let g = if wd > 0.0 {
+                        (g + (w * wd)?)?
+                    } else {
+                        g.clone()
+                    };
+                    let d = if s.momentum > 0.0 {
+                        let buf = match self.m.get(&p.name) {
+                            Some(b) => ((b * s.momentum)? + &g)?,
+                            None => g.clone(),
+                        };
+                        let d = if s.nesterov {
+                            (&g + (&buf * s.momentum)?)?
+                        } else {
+                            buf.clone()
+                        };
+                        self.m.insert(p.name.clone(), buf);
+                        d
+                    } else {
+                        g
+                    };
+                    p.var.set(&(w - (d * lr)?)?)?;
+                }
+                OptimKind::Adamw => {
+                    let (b1, b2) = s.betas;
+                    let t = self.steps as i32;
+                    let m = match self.m.get(&p.name) {
+                        Some(m) => ((m * b1)? + (g * (1.0 - b1))?)?,
+                        None => (g * (1.0 - b1))?,
+                    };
+                    let v = match self.v.get(&p.name) {
+                        Some(v) => ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?,
+                        None => (g.sqr()? * (1.0 - b2))?,
+                    };
+                    let mhat = (&m / (1.0 - b1.powi(t)))?;
+                    let denom = ((&v / (1.0 - b2.powi(t)))?.sqrt()? + s.eps)?;
+                    let w_decayed = if wd > 0.0 {
+                        (w * (1.0 - lr * wd))?
+                    } else {
+                        w.clone()
+                    };
+                    p.var
+                        .set(&(w_decayed - (mhat / denom)?.affine(lr, 0.0)?)?)?;
+                    self.m.insert(p.name.clone(), m);
+                    self.v.insert(p.name.clone(), v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The state as named tensors (`optim.m.<param>`, `optim.v.<param>`) for checkpoints.
+    pub fn state_tensors(&self) -> HashMap<String, Tensor> {
+        let mut out = HashMap::new();
+        for (k, t) in &self.m {
+            out.insert(format!("optim.m.{k}"), t.clone());
+        }
+        for (k, t) in &self.v {
+            out.insert(format!("optim.v.{k}"), t.clone());
+        }
+        out
+    }
+
+    /// Restores the state written by [`Self::state_tensors`] and the step count.
+    pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, steps: u64) {
+        self.m.clear();
+        self.v.clear();
+        for (k, t) in tensors {
+            if let Some(name) = k.strip_prefix("optim.m.") {
+                self.m.insert(name.to_string(), t.clone());
+            } else if let Some(name) = k.strip_prefix("optim.v.") {
+                self.v.insert(name.to_string(), t.clone());
+            }
+        }
+        self.steps = steps;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gyre_encoders::ParamKind;
+    use gyre_kernels::{Device, Var};
+
+    fn one_param(kind: ParamKind) -> (ParamStore, Var) {
+        let mut s = ParamStore::new();
+        let v = s
+            .add(
+                "w",
+                Tensor::new(&[1.0f32, -2.0], &Device::Cpu).unwrap(),
+                kind,
+            )
+            .unwrap();
+        (s, v)
+    }
+
+    fn settings(kind: OptimKind) -> OptimSettings {
+        OptimSettings {
+            kind,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.1,
+            exclude_bn_bias: true,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+        }
+    }
+
+    fn grad_of_sum_sq(v: &Var) -> GradStore {
+        // d/dw Σ w² = 2w
+        v.as_tensor()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+    }
+
+    #[test]
+    fn sgd_momentum_matches_torch() {
+        // torch: w=[1,-2], g=2w+wd·w, buf=g, w-=lr·buf; step 2: buf=m·buf+g.
+        let (s, v) = one_param(ParamKind::Weight);
+        let mut o = Optimizer::new(&s, settings(OptimKind::Sgd));
+        o.step(&grad_of_sum_sq(&v), 0.1).unwrap();
+        let w1 = v.to_vec1::<f32>().unwrap();
+        assert!((w1[0] - (1.0 - 0.1 * 2.1)).abs() < 1e-6, "{w1:?}");
+        o.step(&grad_of_sum_sq(&v), 0.1).unwrap();
+        let g2 = 2.1 * 0.79;
+        let buf2 = 0.9 * 2.1 + g2;
+        assert!((v.to_vec1::<f32>().unwrap()[0] - (0.79 - 0.1 * buf2)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn bn_params_can_skip_decay() {
+        let (s, v) = one_param(ParamKind::NormWeight);
+        let mut o = Optimizer::new(&s, settings(OptimKind::Sgd));
+        o.step(&grad_of_sum_sq(&v), 0.1).unwrap();
+        assert!((v.to_vec1::<f32>().unwrap()[0] - 0.8).abs() < 1e-6);
+    }
+
+    #[test]
+    fn adamw_first_step_moves_by_lr() {
+        // First Adam step: mhat/sqrt(vhat) = sign(g), so w ← w(1 − lr·wd) − lr·sign(g).
+        let (s, v) = one_param(ParamKind::Weight);
+        let mut o = Optimizer::new(&s, settings(OptimKind::Adamw));
+        o.step(&grad_of_sum_sq(&v), 0.01).unwrap();
+        let w = v.to_vec1::<f32>().unwrap();
+        assert!((w[0] - (1.0 * (1.0 - 0.001) - 0.01)).abs() < 1e-6, "{w:?}");
+        assert!((w[1] - (-2.0 * (1.0 - 0.001) + 0.01)).abs() < 1e-6, "{w:?}");
+    }
+}

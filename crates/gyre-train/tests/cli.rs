@@ -1,0 +1,185 @@
+//! The `gyre` binary end to end: a short real training run on the embedded data, and the errors a
+//! user gets for bad input (one line, exit code 1, no panic or backtrace).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn gyre(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gyre"))
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run gyre")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gyre-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Asserts a clean failure whose single stderr line contains `needle`.
+fn assert_clean_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("stack backtrace"),
+        "{err}"
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line: {err}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(needle),
+        "'{needle}' not in: {err}"
+    );
+}
+
+#[test]
+fn short_training_run_learns_and_writes_its_files() {
+    let dir = tmp("train");
+    let run = dir.join("run");
+    let out = gyre(
+        &[
+            "train",
+            "--quiet",
+            "--run-dir",
+            run.to_str().unwrap(),
+            "--set",
+            "data.subset=1024",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "train.batch_size=128",
+            "--set",
+            "eval.knn_k=20",
+        ],
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for key in [
+        "recipe",
+        "method",
+        "encoder",
+        "dataset",
+        "epochs",
+        "knn_top1",
+        "raw_knn_top1",
+        "init_knn_top1",
+        "train_seconds",
+        "img_per_s",
+        "peak_rss_mb",
+        "checkpoint",
+    ] {
+        assert!(!summary[key].is_null(), "summary lacks {key}: {summary}");
+    }
+    assert_eq!(summary["steps"], 16);
+    let knn = summary["knn_top1"].as_f64().unwrap();
+    assert!(knn > 0.3 && knn <= 1.0, "{summary}");
+    let loss = summary["final_loss"].as_f64().unwrap();
+    // NT-Xent at B = 128 starts at ln(255) ≈ 5.54 for an untrained net; two epochs must lower it.
+    assert!(loss < 5.4, "{summary}");
+    assert!(run.join("checkpoint.safetensors").is_file());
+    assert!(run.join("checkpoint.json").is_file());
+    let recipe = std::fs::read_to_string(run.join("recipe.toml")).unwrap();
+    assert!(recipe.contains("subset = 1024"), "{recipe}");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(metrics.lines().any(|l| l.contains("\"kind\":\"knn\"")));
+    assert!(metrics.lines().any(|l| l.contains("\"kind\":\"step\"")));
+
+    // The checkpoint evaluates to the same kNN top-1.
+    let out = gyre(
+        &["eval", "--checkpoint", run.to_str().unwrap(), "--k", "20"],
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii_end()).unwrap();
+    assert_eq!(ev["knn_top1"].as_f64().unwrap(), knn);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn unknown_key_and_negative_lr_are_one_line_errors() {
+    let dir = tmp("recipe");
+    let out = gyre(&["train", "--set", "optim.lr=-0.1"], &dir);
+    assert_clean_error(&out, "optim.lr: must be a positive number, got -0.1");
+    let text =
+        gyre_train::recipe::DEFAULT_RECIPE.replace("[optim]", "[optim]\nlearning_rate = 0.1");
+    std::fs::write(dir.join("r.toml"), text).unwrap();
+    let out = gyre(&["train", "--recipe", "r.toml"], &dir);
+    assert_clean_error(&out, "r.toml: [optim] unknown field `learning_rate`");
+    let out = gyre(&["train", "--recipe", "nope.toml"], &dir);
+    assert_clean_error(&out, "nope.toml: cannot read");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn fmnist_recipe(dir: &Path, root: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../recipes/simclr_resnet-mini_fmnist.toml"
+    ))
+    .unwrap()
+    .replace("subset = 20000", &format!("root = \"{}\"", root.display()));
+    let p = dir.join("fm.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn idx(magic: [u8; 4], dims: &[u32], data_len: usize) -> Vec<u8> {
+    let mut v = magic.to_vec();
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend(std::iter::repeat_n(7u8, data_len));
+    v
+}
+
+#[test]
+fn bad_data_files_are_one_line_errors() {
+    let dir = tmp("data");
+    let root = dir.join("fm");
+    std::fs::create_dir_all(&root).unwrap();
+    let recipe = fmnist_recipe(&dir, &root);
+    let r = recipe.to_str().unwrap();
+
+    // A missing folder.
+    std::fs::remove_dir_all(&root).unwrap();
+    assert_clean_error(&gyre(&["train", "--recipe", r], &dir), "does not exist");
+    std::fs::create_dir_all(&root).unwrap();
+
+    // A truncated image file: 3 images declared, 2.5 present.
+    std::fs::write(
+        root.join("train-images-idx3-ubyte"),
+        idx([0, 0, 8, 3], &[3, 28, 28], 2 * 784 + 392),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("train-labels-idx1-ubyte"),
+        idx([0, 0, 8, 1], &[3], 3),
+    )
+    .unwrap();
+    assert_clean_error(&gyre(&["train", "--recipe", r], &dir), "train-images-idx3-ubyte: truncated: dimensions [3, 28, 28] need 2352 data bytes, found 1960");
+
+    // A wrong magic number.
+    std::fs::write(
+        root.join("train-images-idx3-ubyte"),
+        idx([0x12, 0x34, 8, 3], &[3, 28, 28], 3 * 784),
+    )
+    .unwrap();
+    assert_clean_error(
+        &gyre(&["train", "--recipe", r], &dir),
+        "train-images-idx3-ubyte: wrong magic number 0x12340803",
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,201 @@
+//! `cargo xtask`: builds the `gyre` binary in release and runs it (`train`, `eval`, `bench`), and
+//! fetches datasets (`data`). Flags after the command pass through to `gyre` unchanged.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "gyre repository tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build gyre (release) and train; without flags, the default recipe on the embedded data.
+    Train {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build gyre (release) and evaluate a run.
+    Eval {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build gyre (release) and run the step and data benchmarks (JSON lines).
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Fetch a dataset into data/: `fashion-mnist`.
+    Data { name: String },
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the repo")
+        .to_path_buf()
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn run_gyre(cmd: &str, args: &[String]) -> Result<()> {
+    let root = root();
+    let status = Command::new(cargo())
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "gyre-train",
+            "--bin",
+            "gyre",
+        ])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+    let bin = root.join("target/release/gyre");
+    let status = Command::new(&bin)
+        .current_dir(&root)
+        .arg(cmd)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// sha256 of the decompressed Fashion-MNIST files (Debian's package and upstream agree).
+const FMNIST: [(&str, &str); 4] = [
+    (
+        "train-images-idx3-ubyte",
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    ),
+    (
+        "train-labels-idx1-ubyte",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    ),
+    (
+        "t10k-images-idx3-ubyte",
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    ),
+    (
+        "t10k-labels-idx1-ubyte",
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    ),
+];
+const FMNIST_UPSTREAM: &str = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/";
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Gets the four .gz files into `dl`: Debian's package first (`apt-get download` + `dpkg-deb -x`,
+/// no root needed), else the upstream URL with curl.
+fn fetch_fmnist_gz(dl: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dl)?;
+    let apt = Command::new("apt-get")
+        .current_dir(dl)
+        .args(["download", "dataset-fashion-mnist"])
+        .status();
+    if matches!(apt, Ok(s) if s.success()) {
+        let deb = std::fs::read_dir(dl)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.extension().is_some_and(|e| e == "deb")
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("dataset-fashion-mnist"))
+            })
+            .context("apt-get download left no .deb")?;
+        let x = dl.join("deb");
+        let st = Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(&x)
+            .status()
+            .context("running dpkg-deb")?;
+        if !st.success() {
+            bail!("dpkg-deb -x {} failed", deb.display());
+        }
+        return Ok(x.join("usr/share/datasets/fashion-mnist"));
+    }
+    eprintln!("xtask: apt-get download failed; trying {FMNIST_UPSTREAM}");
+    let out = dl.join("upstream");
+    std::fs::create_dir_all(&out)?;
+    for (name, _) in FMNIST {
+        let url = format!("{FMNIST_UPSTREAM}{name}.gz");
+        let st = Command::new("curl")
+            .args(["-fsSL", "-o"])
+            .arg(out.join(format!("{name}.gz")))
+            .arg(&url)
+            .status()
+            .context("running curl")?;
+        if !st.success() {
+            bail!("downloading {url} failed");
+        }
+    }
+    Ok(out)
+}
+
+fn data(name: &str) -> Result<()> {
+    if name != "fashion-mnist" {
+        bail!("unknown dataset '{name}': expected fashion-mnist");
+    }
+    let dest = root().join("data/fashion-mnist");
+    std::fs::create_dir_all(&dest)?;
+    let all_there = FMNIST.iter().all(|(n, h)| {
+        std::fs::read(dest.join(n))
+            .map(|b| sha256(&b) == *h)
+            .unwrap_or(false)
+    });
+    if all_there {
+        println!(
+            "xtask: {} already holds Fashion-MNIST (sha256 verified)",
+            dest.display()
+        );
+        return Ok(());
+    }
+    let src = fetch_fmnist_gz(&root().join("data/.dl"))?;
+    for (n, want) in FMNIST {
+        let gz = src.join(format!("{n}.gz"));
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(
+            std::fs::File::open(&gz).with_context(|| format!("{}: cannot open", gz.display()))?,
+        )
+        .read_to_end(&mut raw)
+        .with_context(|| format!("{}: corrupt gzip", gz.display()))?;
+        let got = sha256(&raw);
+        if got != want {
+            bail!(
+                "{}: sha256 {got} does not match the pinned {want}",
+                gz.display()
+            );
+        }
+        std::fs::write(dest.join(n), &raw)?;
+        println!("xtask: {n} ok ({} bytes, sha256 {got})", raw.len());
+    }
+    println!("xtask: Fashion-MNIST is in {}", dest.display());
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Train { args } => run_gyre("train", &args),
+        Cmd::Eval { args } => run_gyre("eval", &args),
+        Cmd::Bench { args } => run_gyre("bench", &args),
+        Cmd::Data { name } => data(&name),
+    }
+}
