@@ -66,7 +66,7 @@ impl ProjectionHead {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.bn.forward_t(&self.fc1.forward(x)?, train)?.relu()?;
+        let h = gyre_kernels::ops::relu(&self.bn.forward_t(&self.fc1.forward(x)?, train)?)?;
         self.fc2.forward(&h)
     }
 }

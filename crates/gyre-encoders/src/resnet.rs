@@ -8,6 +8,7 @@ use crate::error::EncoderError;
 use crate::init::Init;
 use crate::layers::{BatchNorm, Conv2d};
 use crate::params::ParamStore;
+use gyre_kernels::ops::{add_relu, relu};
 use gyre_kernels::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -178,14 +179,14 @@ impl ResBlock {
         for (i, (c, b)) in self.convs.iter().zip(&self.bns).enumerate() {
             h = b.forward_t(&c.forward(&h)?, train)?;
             if i != last {
-                h = h.relu()?;
+                h = relu(&h)?;
             }
         }
         let shortcut = match &self.downsample {
             Some((c, b)) => b.forward_t(&c.forward(x)?, train)?,
             None => x.clone(),
         };
-        (h + shortcut)?.relu()
+        add_relu(&h, &shortcut)
     }
 }
 
@@ -261,7 +262,7 @@ impl ResNet {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut h = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let mut h = relu(&self.bn1.forward_t(&self.conv1.forward(x)?, train)?)?;
         if self.config.stem == Stem::Imagenet {
             // Post-ReLU values are ≥ 0, so zero padding is the same as −∞ padding for max-pool.
             h = h

@@ -2,7 +2,9 @@
 //! gradients), a finite-difference check of each custom backward, and bit-identical results at 1
 //! and 2 threads. One body per test, run on every device this build has.
 
-use gyre_kernels::ops::{batch_norm_train, batch_norm_train_reference, conv2d, conv2d_reference};
+use gyre_kernels::ops::{
+    add_relu, batch_norm_train, batch_norm_train_reference, conv2d, conv2d_reference, relu,
+};
 use gyre_kernels::{Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 
@@ -325,5 +327,57 @@ fn kernels_are_bit_identical_at_one_and_two_threads() -> Result<()> {
         })
     };
     assert_eq!(run(1), run(2));
+    Ok(())
+}
+
+#[test]
+fn relu_and_add_relu_equal_candle_and_pass_finite_differences() -> Result<()> {
+    for dev in devices() {
+        let a = Var::from_tensor(&rand_tensor(&[3, 5, 7, 7], 1, &dev)?)?;
+        let b = Var::from_tensor(&rand_tensor(&[3, 5, 7, 7], 2, &dev)?)?;
+        let r = rand_tensor(&[3, 5, 7, 7], 3, &dev)?;
+        let y = add_relu(a.as_tensor(), b.as_tensor())?;
+        let yr = (a.as_tensor() + b.as_tensor())?.relu()?;
+        assert_eq!(max_rel(&y, &yr), 0.0);
+        let g = y.mul(&r)?.sum_all()?.backward()?;
+        let gr = yr.mul(&r)?.sum_all()?.backward()?;
+        for v in [&a, &b] {
+            assert_eq!(
+                max_rel(
+                    g.get(v.as_tensor()).unwrap(),
+                    gr.get(v.as_tensor()).unwrap()
+                ),
+                0.0
+            );
+        }
+        let y = relu(a.as_tensor())?;
+        assert_eq!(max_rel(&y, &a.as_tensor().relu()?), 0.0);
+        let g = y
+            .mul(&r)?
+            .sum_all()?
+            .backward()?
+            .get(a.as_tensor())
+            .unwrap()
+            .clone();
+        let gr = a
+            .as_tensor()
+            .relu()?
+            .mul(&r)?
+            .sum_all()?
+            .backward()?
+            .get(a.as_tensor())
+            .unwrap()
+            .clone();
+        assert_eq!(max_rel(&g, &gr), 0.0);
+        let f = || {
+            add_relu(a.as_tensor(), b.as_tensor())?
+                .mul(&r)?
+                .sqr()?
+                .sum_all()
+        };
+        fd_check(&a, &f, 1e-3, 1e-2)?;
+        let f = || relu(b.as_tensor())?.mul(&r)?.sqr()?.sum_all();
+        fd_check(&b, &f, 1e-3, 1e-2)?;
+    }
     Ok(())
 }

@@ -89,7 +89,7 @@ impl Optimizer {
                         } else {
                             buf.clone()
                         };
-                        self.m.insert(p.name.clone(), buf);
+                        self.m.insert(p.name.clone(), buf.detach());
                         d
                     } else {
                         g
@@ -116,8 +116,8 @@ impl Optimizer {
                     };
                     p.var
                         .set(&(w_decayed - (mhat / denom)?.affine(lr, 0.0)?)?)?;
-                    self.m.insert(p.name.clone(), m);
-                    self.v.insert(p.name.clone(), v);
+                    self.m.insert(p.name.clone(), m.detach());
+                    self.v.insert(p.name.clone(), v.detach());
                 }
             }
         }

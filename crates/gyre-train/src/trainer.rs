@@ -192,7 +192,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
             if step.is_multiple_of(recipe.train.log_every as u64) || step == total_steps {
                 let ips = window.1 as f64 * imgs_per_step / window.0.elapsed().as_secs_f64();
                 window = (Instant::now(), 0);
-                log.write(&json!({"kind": "step", "epoch": epoch, "step": step, "loss": loss, "lr": lr, "img_per_s": ips}))?;
+                log.write(&json!({"kind": "step", "epoch": epoch, "step": step, "loss": loss, "lr": lr, "img_per_s": ips, "peak_rss_mb": peak_rss_mb()}))?;
                 bar.set_message(format!("loss {loss:.4} lr {lr:.4} {ips:.0} img/s"));
             }
             bar.inc(1);

@@ -183,3 +183,37 @@ fn bad_data_files_are_one_line_errors() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_error() {
+    let dir = tmp("nan");
+    let run = dir.join("run");
+    let out = gyre(
+        &[
+            "train",
+            "--quiet",
+            "--run-dir",
+            run.to_str().unwrap(),
+            "--set",
+            "data.subset=256",
+            "--set",
+            "train.batch_size=128",
+            "--set",
+            "train.epochs=3",
+            "--set",
+            "optim.lr=1e30",
+            "--set",
+            "eval.baselines=false",
+            "--set",
+            "eval.knn_every=0",
+        ],
+        &dir,
+    );
+    assert_clean_error(&out, "training stopped; last good checkpoint:");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("loss became NaN") || err.contains("loss became inf"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

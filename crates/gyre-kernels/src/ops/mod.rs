@@ -4,6 +4,8 @@
 
 pub mod batch_norm;
 pub mod conv2d;
+pub mod relu;
 
 pub use batch_norm::{batch_norm_eval, batch_norm_train, batch_norm_train_reference, BatchStats};
 pub use conv2d::{conv2d, conv2d_reference};
+pub use relu::{add_relu, relu};
