@@ -13,6 +13,15 @@ fn gyre(args: &[&str], cwd: &Path) -> Output {
         .expect("run gyre")
 }
 
+/// `gyre train --quiet --run-dir RUN --set S…` on the default recipe.
+fn train_quiet(run: &Path, sets: &[&str], cwd: &Path) -> Output {
+    let mut args = vec!["train", "--quiet", "--run-dir", run.to_str().unwrap()];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    gyre(&args, cwd)
+}
+
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("gyre-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -40,19 +49,12 @@ fn assert_clean_error(out: &Output, needle: &str) {
 fn short_training_run_learns_and_writes_its_files() {
     let dir = tmp("train");
     let run = dir.join("run");
-    let out = gyre(
+    let out = train_quiet(
+        &run,
         &[
-            "train",
-            "--quiet",
-            "--run-dir",
-            run.to_str().unwrap(),
-            "--set",
             "data.subset=1024",
-            "--set",
             "train.epochs=2",
-            "--set",
             "train.batch_size=128",
-            "--set",
             "eval.knn_k=20",
         ],
         &dir,
@@ -188,23 +190,14 @@ fn bad_data_files_are_one_line_errors() {
 fn a_diverging_run_stops_with_a_clear_error() {
     let dir = tmp("nan");
     let run = dir.join("run");
-    let out = gyre(
+    let out = train_quiet(
+        &run,
         &[
-            "train",
-            "--quiet",
-            "--run-dir",
-            run.to_str().unwrap(),
-            "--set",
             "data.subset=256",
-            "--set",
             "train.batch_size=128",
-            "--set",
             "train.epochs=3",
-            "--set",
             "optim.lr=1e30",
-            "--set",
             "eval.baselines=false",
-            "--set",
             "eval.knn_every=0",
         ],
         &dir,

@@ -8,7 +8,6 @@
 //! `dx = γ·σ⁻¹·(dy − mean(dy) − x̂·mean(dy·x̂))` in two passes. Elsewhere it is the plain candle
 //! composition [`batch_norm_train_reference`], which the fused op must equal.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -95,13 +94,7 @@ fn ncs(dims: &[usize]) -> (usize, usize, usize) {
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("batch_norm: expected f32, got {:?}", s.dtype())
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("batch_norm: expected a contiguous tensor"),
-    }
+    super::cpu_f32(s, l, "batch_norm", "input")
 }
 
 /// Mean and biased variance of each channel (two passes in f64; sequential per channel so the

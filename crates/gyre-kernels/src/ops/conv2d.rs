@@ -11,7 +11,6 @@
 //! On devices other than the CPU, `conv2d` falls back to candle's own convolution.
 
 use crate::gemm::{sgemm, Mat};
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -308,14 +307,7 @@ pub fn conv2d_grad_weight_cpu(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
 }
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("conv2d: {what} must be f32, got {:?}", s.dtype()),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("conv2d: {what} must be contiguous"),
-    }
+    super::cpu_f32(s, l, "conv2d", what)
 }
 
 fn geom(x: &[usize], w: &[usize], stride: usize, pad: usize) -> Result<ConvGeom> {

@@ -4,20 +4,13 @@
 //! each a full-size allocation; here the mask comes from the saved output in the same pass.
 //! Off the CPU both fall back to candle's composition.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("relu: expected f32, got {:?}", s.dtype())
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("relu: expected a contiguous tensor"),
-    }
+    super::cpu_f32(s, l, "relu", "input")
 }
 
 fn fused(t: &Tensor) -> bool {
