@@ -43,15 +43,18 @@ fn make_run_dir(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<PathBuf>
     Ok(dir)
 }
 
+/// Moves the batch's view buffers into tensors (no copy on the CPU); the batch keeps its indices
+/// and labels.
 fn views_to_tensors(
-    batch: &gyre_data::Batch,
+    batch: &mut gyre_data::Batch,
     device: &Device,
 ) -> gyre_kernels::Result<Vec<Tensor>> {
-    batch
-        .views
-        .iter()
+    let n = batch.len();
+    let views = std::mem::take(&mut batch.views);
+    views
+        .into_iter()
         .zip(&batch.view_shapes)
-        .map(|(v, &(c, h, w))| Tensor::from_slice(v, (batch.len(), c, h, w), device))
+        .map(|(v, &(c, h, w))| Tensor::from_vec(v, (n, c, h, w), device))
         .collect()
 }
 
@@ -169,9 +172,9 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
     let mut window = (Instant::now(), 0u64);
     for epoch in 0..recipe.train.epochs as u64 {
         let t_epoch = Instant::now();
-        for batch in loader.epoch(epoch, 0) {
+        for mut batch in loader.epoch(epoch, 0) {
             let lr = schedule.at(step);
-            let x = views_to_tensors(&batch, &device)?;
+            let x = views_to_tensors(&mut batch, &device)?;
             let out = method.step(&x, &batch)?;
             let loss = out
                 .loss

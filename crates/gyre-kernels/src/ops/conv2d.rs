@@ -46,7 +46,8 @@ impl ConvGeom {
     fn in_len(&self) -> usize {
         self.c * self.h * self.w
     }
-    /// A 1×1 stride-1 unpadded conv needs no unfolding: the input already is the column matrix.
+    /// A 1×1 stride-1 unpadded conv needs no unfolding: for one sample the input already is the
+    /// column matrix (for several, `im2col` degenerates to row copies).
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
     }
@@ -155,14 +156,7 @@ pub fn conv2d_forward_cpu(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
                 let ld = ng * p;
                 col.resize(k * ld, 0.0);
                 for s in 0..ng {
-                    if g.pointwise() {
-                        for r in 0..k {
-                            col[r * ld + s * p..r * ld + (s + 1) * p]
-                                .copy_from_slice(&x[s * k * p + r * p..s * k * p + (r + 1) * p]);
-                        }
-                    } else {
-                        im2col(&x[s * g.in_len()..(s + 1) * g.in_len()], g, col, ld, s * p);
-                    }
+                    im2col(&x[s * g.in_len()..(s + 1) * g.in_len()], g, col, ld, s * p);
                 }
                 if ng == 1 {
                     sgemm(o, p, k, Mat::rows(w, k), Mat::rows(col, ld), y, p, false);
@@ -227,14 +221,7 @@ pub fn conv2d_grad_input_cpu(w: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
                 sgemm(k, ld, o, Mat::t(w, k), Mat::rows(dym, ld), col, ld, false);
                 for s in 0..ng {
                     let dxs = &mut dx[s * g.in_len()..(s + 1) * g.in_len()];
-                    if g.pointwise() {
-                        for r in 0..k {
-                            dxs[r * p..(r + 1) * p]
-                                .copy_from_slice(&col[r * ld + s * p..r * ld + (s + 1) * p]);
-                        }
-                    } else {
-                        col2im(col, g, ld, s * p, dxs);
-                    }
+                    col2im(col, g, ld, s * p, dxs);
                 }
             },
         );
@@ -271,14 +258,7 @@ pub fn conv2d_grad_weight_cpu(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
                     col.resize(k * ld, 0.0);
                     for s in 0..ng {
                         let xs = &x[(s0 + s) * g.in_len()..(s0 + s + 1) * g.in_len()];
-                        if g.pointwise() {
-                            for r in 0..k {
-                                col[r * ld + s * p..r * ld + (s + 1) * p]
-                                    .copy_from_slice(&xs[r * p..(r + 1) * p]);
-                            }
-                        } else {
-                            im2col(xs, g, &mut col, ld, s * p);
-                        }
+                        im2col(xs, g, &mut col, ld, s * p);
                     }
                     &col
                 };

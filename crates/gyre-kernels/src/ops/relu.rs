@@ -13,6 +13,19 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     super::cpu_f32(s, l, "relu", "input")
 }
 
+/// `out[i] = f(a[i], b[i])`, in parallel chunks.
+fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(o, (a, b))| {
+            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                *o = f(a, b);
+            }
+        });
+    out
+}
+
 fn fused(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
@@ -31,15 +44,13 @@ impl CustomOp2 for MaskedGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (y, g) = (slice(s1, l1)?, slice(s2, l2)?);
-        let mut out = vec![0f32; y.len()];
-        out.par_chunks_mut(CHUNK)
-            .zip(y.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-            .for_each(|(o, (y, g))| {
-                for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
-                    *o = if y > 0.0 { g } else { 0.0 };
-                }
-            });
+        let out = map2(slice(s1, l1)?, slice(s2, l2)?, |y, g| {
+            if y > 0.0 {
+                g
+            } else {
+                0.0
+            }
+        });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
@@ -56,14 +67,7 @@ impl CustomOp1 for Relu {
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l)?;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(y, x)| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = x.max(0.0);
-                }
-            });
+        let y = map2(x, x, |x, _| x.max(0.0));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
     fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -91,15 +95,7 @@ impl CustomOp2 for AddRelu {
                 l2.dims()
             );
         }
-        let (a, b) = (slice(s1, l1)?, slice(s2, l2)?);
-        let mut y = vec![0f32; a.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(y, (a, b))| {
-                for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
-                    *y = (a + b).max(0.0);
-                }
-            });
+        let y = map2(slice(s1, l1)?, slice(s2, l2)?, |a, b| (a + b).max(0.0));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
     fn bwd(
