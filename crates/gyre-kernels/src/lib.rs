@@ -7,6 +7,7 @@
 pub mod device;
 pub mod gemm;
 pub mod ops;
+pub mod optim_step;
 
 pub use candle_core as candle;
 pub use candle_core::{DType, Device, Error, IndexOp, Module, Result, Shape, Tensor, Var, D};

@@ -3,7 +3,8 @@
 //! and 2 threads. One body per test, run on every device this build has.
 
 use gyre_kernels::ops::{
-    add_relu, batch_norm_train, batch_norm_train_reference, conv2d, conv2d_reference, relu,
+    add_relu, batch_norm_eval, batch_norm_eval_reference, batch_norm_train,
+    batch_norm_train_reference, channel_affine, conv2d, conv2d_reference, relu,
 };
 use gyre_kernels::{Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
@@ -297,6 +298,50 @@ fn batch_norm_finite_difference() -> Result<()> {
         fd_check(&x, &f, 1e-2, 2e-2)?;
         fd_check(&w, &f, 1e-2, 2e-2)?;
         fd_check(&b, &f, 1e-2, 2e-2)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn eval_batch_norm_equals_candle_and_passes_finite_differences() -> Result<()> {
+    for dev in devices() {
+        for (i, shape) in [vec![4, 3, 5, 5], vec![1, 7, 3, 2], vec![16, 9]]
+            .iter()
+            .enumerate()
+        {
+            let c = shape[1];
+            let x = Var::from_tensor(&rand_tensor(shape, 40 + i as u64, &dev)?.affine(2.0, 0.3)?)?;
+            let mean = rand_tensor(&[c], 41 + i as u64, &dev)?;
+            let var = (rand_tensor(&[c], 42 + i as u64, &dev)? + 1.5)?;
+            let w = (rand_tensor(&[c], 43 + i as u64, &dev)? + 1.0)?;
+            let b = rand_tensor(&[c], 44 + i as u64, &dev)?;
+            let y = batch_norm_eval(x.as_tensor(), &mean, &var, Some(&w), Some(&b), 1e-5)?;
+            let yr =
+                batch_norm_eval_reference(x.as_tensor(), &mean, &var, Some(&w), Some(&b), 1e-5)?;
+            assert!(max_rel(&y, &yr) < 1e-6, "case {i}: {}", max_rel(&y, &yr));
+            let r = rand_tensor(shape, 45 + i as u64, &dev)?;
+            let g = y.mul(&r)?.sum_all()?.backward()?;
+            let gr = yr.mul(&r)?.sum_all()?.backward()?;
+            let (a, b) = (
+                g.get(x.as_tensor()).unwrap(),
+                gr.get(x.as_tensor()).unwrap(),
+            );
+            assert!(max_rel(a, b) < 1e-6, "case {i} grad x: {}", max_rel(a, b));
+        }
+        // Gradients of the per-channel affine with respect to all three inputs.
+        let x = Var::from_tensor(&rand_tensor(&[3, 4, 2, 3], 50, &dev)?)?;
+        let a = Var::from_tensor(&(rand_tensor(&[4], 51, &dev)? + 1.0)?)?;
+        let t = Var::from_tensor(&rand_tensor(&[4], 52, &dev)?)?;
+        let r = rand_tensor(&[3, 4, 2, 3], 53, &dev)?;
+        let f = || {
+            channel_affine(x.as_tensor(), a.as_tensor(), t.as_tensor())?
+                .mul(&r)?
+                .sqr()?
+                .sum_all()
+        };
+        fd_check(&x, &f, 1e-2, 1e-2)?;
+        fd_check(&a, &f, 1e-2, 1e-2)?;
+        fd_check(&t, &f, 1e-2, 1e-2)?;
     }
     Ok(())
 }

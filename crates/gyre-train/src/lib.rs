@@ -2,6 +2,7 @@
 //! monitor, checkpoints, metrics, TOML recipes, benchmarks, and the `gyre` binary's commands.
 
 pub mod bench;
+pub mod bench_ops;
 pub mod checkpoint;
 pub mod data_setup;
 pub mod eval;

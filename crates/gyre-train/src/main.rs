@@ -66,6 +66,9 @@ enum Cmd {
         /// Also (or only, with `--model none`) the data pipeline.
         #[arg(long)]
         data: bool,
+        /// Also (or only, with `--model none`) the per-op table at the ResNet-18 step shapes.
+        #[arg(long)]
+        ops: bool,
         #[arg(long, default_value = "cpu")]
         device: String,
     },
@@ -127,6 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             steps,
             warmup,
             data,
+            ops,
             device,
         } => {
             let device = gyre_kernels::select_device(&device)?;
@@ -176,7 +180,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     step_bench(c, &device).with_context(|| format!("benchmarking {}", c.model))?
                 );
             }
-            if data || cases.is_empty() {
+            if ops {
+                for row in gyre_train::bench_ops::ops_bench(2 * batch.unwrap_or(64), steps)? {
+                    println!("{row}");
+                }
+            }
+            if data || (cases.is_empty() && !ops) {
                 println!("{}", data_bench(256, 40)?);
             }
         }

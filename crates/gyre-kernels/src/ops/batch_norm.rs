@@ -47,7 +47,7 @@ pub fn batch_norm_train(
     bias: Option<&Tensor>,
     eps: f64,
 ) -> Result<(Tensor, BatchStats)> {
-    if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+    if !super::fused(x) {
         return batch_norm_train_reference(x, weight, bias, eps);
     }
     reduce_dims(x.rank())?;
@@ -291,7 +291,8 @@ pub fn batch_norm_train_reference(
     Ok((y, stats))
 }
 
-/// Eval-mode batch norm with the running statistics `mean` and `var` (both `[C]`).
+/// Eval-mode batch norm with the running statistics `mean` and `var` (both `[C]`): the statistics
+/// fold into a per-channel `scale` and `shift` (`[C]`, tiny), applied by [`channel_affine`].
 pub fn batch_norm_eval(
     x: &Tensor,
     mean: &Tensor,
@@ -300,18 +301,117 @@ pub fn batch_norm_eval(
     bias: Option<&Tensor>,
     eps: f64,
 ) -> Result<Tensor> {
-    let cshape = channel_shape(x);
+    let (scale, shift) = eval_scale_shift(mean, var, weight, bias, eps)?;
+    channel_affine(x, &scale, &shift)
+}
+
+/// The plain candle composition of eval-mode batch norm (broadcast multiply and add).
+pub fn batch_norm_eval_reference(
+    x: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    let (scale, shift) = eval_scale_shift(mean, var, weight, bias, eps)?;
+    channel_affine_reference(x, &scale, &shift)
+}
+
+/// `scale = γ/√(var+eps)`, `shift = β − mean·scale`.
+fn eval_scale_shift(
+    mean: &Tensor,
+    var: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<(Tensor, Tensor)> {
     let inv_std = (var + eps)?.sqrt()?.recip()?;
-    let (scale, shift) = match weight {
-        Some(w) => (inv_std.mul(w)?, mean.mul(&inv_std)?.mul(w)?),
-        None => (inv_std.clone(), mean.mul(&inv_std)?),
+    let scale = match weight {
+        Some(w) => inv_std.mul(w)?,
+        None => inv_std,
     };
+    let shift = mean.mul(&scale)?;
     let shift = match bias {
         Some(b) => (b - shift)?,
         None => shift.neg()?,
     };
+    Ok((scale, shift))
+}
+
+/// `y = x · scale[c] + shift[c]` over channel dim 1 of `x` (`[N, C, …]`), with `scale` and
+/// `shift` of shape `[C]`: one pass on the CPU (f32), candle's broadcasts elsewhere. The backward
+/// gives `dx = dy·scale`, `dscale = Σ dy·x`, `dshift = Σ dy`.
+pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
+    if !super::fused(x) {
+        return channel_affine_reference(x, scale, shift);
+    }
+    reduce_dims(x.rank())?;
+    x.contiguous()?
+        .apply_op3(&scale.contiguous()?, &shift.contiguous()?, ChannelAffineOp)
+}
+
+/// The broadcast composition [`channel_affine`] must equal.
+pub fn channel_affine_reference(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
+    let cshape = channel_shape(x);
     x.broadcast_mul(&scale.reshape(cshape.as_slice())?)?
         .broadcast_add(&shift.reshape(cshape.as_slice())?)
+}
+
+struct ChannelAffineOp;
+
+impl CustomOp3 for ChannelAffineOp {
+    fn name(&self) -> &'static str {
+        "gyre-channel-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, a, t) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (_, c, s) = ncs(l1.dims());
+        if a.len() != c || t.len() != c {
+            candle_core::bail!(
+                "channel_affine: scale and shift must have {c} entries, got {} and {}",
+                a.len(),
+                t.len()
+            );
+        }
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(c * s)
+            .zip(x.par_chunks(c * s))
+            .for_each(|(y, x)| {
+                for ch in 0..c {
+                    let r = ch * s..(ch + 1) * s;
+                    for (yv, xv) in y[r.clone()].iter_mut().zip(&x[r]) {
+                        *yv = xv * a[ch] + t[ch];
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        _shift: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dims = reduce_dims(x.rank())?;
+        let zero = scale.zeros_like()?;
+        let dx = channel_affine(dy, scale, &zero)?;
+        let dscale = (dy * x)?.sum(dims.as_slice())?;
+        let dshift = dy.sum(dims.as_slice())?;
+        Ok((Some(dx), Some(dscale), Some(dshift)))
+    }
 }
 
 #[cfg(test)]

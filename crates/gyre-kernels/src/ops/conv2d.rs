@@ -428,10 +428,7 @@ impl CustomOp2 for GradWeightOp {
 /// Convolution of `x` (`[N, C, H, W]`) with `w` (`[O, C, kh, kw]`): the fused CPU kernel for f32
 /// on the CPU, candle's `conv2d` otherwise.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    if x.device().is_cpu()
-        && x.dtype() == candle_core::DType::F32
-        && w.dtype() == candle_core::DType::F32
-    {
+    if super::fused(x) && w.dtype() == candle_core::DType::F32 {
         x.contiguous()?.apply_op2(
             &w.contiguous()?,
             Conv2dOp {

@@ -7,7 +7,21 @@ pub mod conv2d;
 pub mod relu;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, Layout, Result};
+use candle_core::{CpuStorage, DType, Layout, Result, Tensor};
+use std::sync::OnceLock;
+
+/// Whether the fused CPU kernels are switched on: yes unless the environment variable
+/// `GYRE_KERNELS=reference` is set (read once per process). The switch exists to measure the
+/// "before" of the kernels with candle's stock ops (`GYRE_KERNELS=reference gyre bench`).
+pub fn fused_kernels_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("GYRE_KERNELS").map_or(true, |v| v != "reference"))
+}
+
+/// Whether `t` takes the fused CPU path: an f32 tensor on the CPU, fused kernels switched on.
+pub(crate) fn fused(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32 && fused_kernels_enabled()
+}
 
 /// The f32 contents of a contiguous CPU tensor; `op` and `what` name it in the error.
 pub(crate) fn cpu_f32<'a>(
@@ -25,6 +39,9 @@ pub(crate) fn cpu_f32<'a>(
     }
 }
 
-pub use batch_norm::{batch_norm_eval, batch_norm_train, batch_norm_train_reference, BatchStats};
+pub use batch_norm::{
+    batch_norm_eval, batch_norm_eval_reference, batch_norm_train, batch_norm_train_reference,
+    channel_affine, channel_affine_reference, BatchStats,
+};
 pub use conv2d::{conv2d, conv2d_reference};
 pub use relu::{add_relu, relu};

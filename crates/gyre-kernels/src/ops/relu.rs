@@ -4,7 +4,7 @@
 //! each a full-size allocation; here the mask comes from the saved output in the same pass.
 //! Off the CPU both fall back to candle's composition.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
@@ -26,9 +26,7 @@ fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     out
 }
 
-fn fused(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
-}
+use super::fused;
 
 /// `grad · (y > 0)` for a ReLU output `y`.
 struct MaskedGrad;
