@@ -5,10 +5,21 @@
 //! Conventions: embeddings are rows (`[N, D]`); every loss returns the **mean over rows**, and each
 //! file says which reference convention that matches.
 
+pub mod auto_pair;
+pub mod circulation;
+pub mod crw;
 pub mod normalize;
 pub mod nt_xent;
+pub mod softmax;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub use auto_pair::{auto_pair, AutoPairOptions, AutoPairs};
+pub use circulation::{
+    circulation_loss, circulation_loss_blocks, circulation_loss_composed, circulation_loss_dense,
+    Circulation, CirculationOptions,
+};
+pub use crw::{crw_loss, CrwOutput, EdgeDropout};
 pub use normalize::l2_normalize;
 pub use nt_xent::nt_xent;
+pub use softmax::softmax_rows;

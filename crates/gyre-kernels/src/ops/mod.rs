@@ -23,6 +23,12 @@ pub(crate) fn fused(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32 && fused_kernels_enabled()
 }
 
+/// The f32 contents of a contiguous CPU tensor; `op` and `what` name it in the error. For
+/// `CustomOp` implementations in other crates too.
+pub fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str, what: &str) -> Result<&'a [f32]> {
+    cpu_f32(s, l, op, what)
+}
+
 /// The f32 contents of a contiguous CPU tensor; `op` and `what` name it in the error.
 pub(crate) fn cpu_f32<'a>(
     s: &'a CpuStorage,
