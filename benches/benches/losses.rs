@@ -1,4 +1,5 @@
-//! Criterion: NT-Xent forward + backward at SimCLR sizes.
+//! Criterion: NT-Xent forward + backward at SimCLR sizes; the IRC circulation loss forward +
+//! backward at n_0 = 512, n_1 = 4096, d = 128, fused (chunked, log space) against the dense form.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gyre_kernels::{Device, Tensor, Var};
@@ -17,5 +18,18 @@ fn nt_xent(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, nt_xent);
+fn circulation(c: &mut Criterion) {
+    let (g0, g1, g2) = gyre_benches::circulation_groups(512, 4096, 128);
+    let mut group = c.benchmark_group("circulation_fwd_bwd_n512_k4096_d128");
+    group.sample_size(10);
+    group.bench_function("fused_chunked", |bench| {
+        bench.iter(|| gyre_benches::circulation_step(&g0, &g1, &g2, false).unwrap())
+    });
+    group.bench_function("dense", |bench| {
+        bench.iter(|| gyre_benches::circulation_step(&g0, &g1, &g2, true).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, nt_xent, circulation);
 criterion_main!(benches);

@@ -1,1 +1,31 @@
-//! Criterion benchmarks live in `benches/`; this library is empty.
+//! Shared set-up of the criterion benchmarks (in `benches/`) and the memory probes (in
+//! `examples/`), so that both measure exactly the same work.
+
+use gyre_kernels::{Device, Result, Tensor, Var};
+
+/// Three L2-normalised random groups `[n0, d]`, `[n1, d]`, `[n0, d]` (the instance-level IRC walk:
+/// view 1 → memory → view 2), the first and last as variables.
+pub fn circulation_groups(n0: usize, n1: usize, d: usize) -> (Var, Tensor, Var) {
+    let dev = Device::Cpu;
+    let g = |n: usize| {
+        gyre_losses::l2_normalize(&Tensor::randn(0f32, 1.0, (n, d), &dev).unwrap()).unwrap()
+    };
+    (
+        Var::from_tensor(&g(n0)).unwrap(),
+        g(n1),
+        Var::from_tensor(&g(n0)).unwrap(),
+    )
+}
+
+/// One forward + backward of the circulation loss (π = identity, τ = 0.1): the fused chunked op,
+/// or the dense form with `C` materialised. Returns the loss.
+pub fn circulation_step(g0: &Var, g1: &Tensor, g2: &Var, dense: bool) -> Result<f32> {
+    let groups = [g0.as_tensor(), g1, g2.as_tensor()];
+    let loss = if dense {
+        gyre_losses::circulation_loss_dense(&groups, None, 0.1)?
+    } else {
+        gyre_losses::circulation_loss(&groups, None, Default::default())?.loss
+    };
+    loss.backward()?;
+    loss.to_scalar::<f32>()
+}

@@ -347,6 +347,33 @@ fn eval_batch_norm_equals_candle_and_passes_finite_differences() -> Result<()> {
 }
 
 #[test]
+fn conv2d_skips_the_gradient_of_an_untracked_input() -> Result<()> {
+    for dev in devices() {
+        // Data straight from the loader has no graph behind it: only the weight gets a gradient,
+        // and it equals the one computed when the input is tracked too.
+        let x = rand_tensor(&[3, 2, 6, 6], 60, &dev)?;
+        let w = Var::from_tensor(&rand_tensor(&[4, 2, 3, 3], 61, &dev)?)?;
+        let g = conv2d(&x, w.as_tensor(), 2, 1)?
+            .sqr()?
+            .sum_all()?
+            .backward()?;
+        assert!(g.get(&x).is_none());
+        let xv = Var::from_tensor(&x)?;
+        let gv = conv2d(xv.as_tensor(), w.as_tensor(), 2, 1)?
+            .sqr()?
+            .sum_all()?
+            .backward()?;
+        assert!(gv.get(xv.as_tensor()).is_some());
+        let (a, b) = (
+            g.get(w.as_tensor()).unwrap(),
+            gv.get(w.as_tensor()).unwrap(),
+        );
+        assert_eq!(max_rel(a, b), 0.0);
+    }
+    Ok(())
+}
+
+#[test]
 fn kernels_are_bit_identical_at_one_and_two_threads() -> Result<()> {
     let run = |threads: usize| -> Vec<Vec<f32>> {
         let pool = rayon::ThreadPoolBuilder::new()

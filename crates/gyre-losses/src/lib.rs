@@ -21,5 +21,5 @@ pub use circulation::{
 };
 pub use crw::{crw_loss, CrwOutput, EdgeDropout};
 pub use normalize::l2_normalize;
-pub use nt_xent::nt_xent;
+pub use nt_xent::{nt_xent, nt_xent_extra_positives};
 pub use softmax::softmax_rows;

@@ -47,6 +47,59 @@ pub fn nt_xent(z_a: &Tensor, z_b: &Tensor, tau: f64) -> Result<Tensor> {
     picked.mean_all()?.neg()
 }
 
+/// NT-Xent with extra positives (IRC auto-pairing on a SimCLR base): for each listed row `i` of
+/// view a, `positives[k]` (any scale, normalised here; usually a detached memory entry) is the
+/// positive and the negatives are the usual NT-Xent ones — every other embedding of the batch
+/// except `z_a[i]` itself and its own partner `z_b[i]` (itself a positive):
+/// `ℓ_k = −log( e^{q·p/τ} / (e^{q·p/τ} + Σ_{j ∉ {i, i+B}} e^{q·z_j/τ}) )`, `L = mean_k ℓ_k`.
+/// Returns 0 (with a gradient of 0) when `rows` is empty.
+pub fn nt_xent_extra_positives(
+    z_a: &Tensor,
+    z_b: &Tensor,
+    rows: &[u32],
+    positives: &Tensor,
+    tau: f64,
+) -> Result<Tensor> {
+    let (b, d) = z_a.dims2()?;
+    let (k, dp) = positives.dims2()?;
+    if z_b.dims2()? != (b, d) || dp != d || k != rows.len() {
+        gyre_kernels::candle::bail!(
+            "nt_xent_extra_positives: shapes z_a [{b}, {d}], z_b {:?}, positives [{k}, {dp}] for {} rows",
+            z_b.dims(),
+            rows.len()
+        );
+    }
+    if let Some(&r) = rows.iter().find(|&&r| r as usize >= b) {
+        gyre_kernels::candle::bail!("nt_xent_extra_positives: row {r} out of range for B = {b}");
+    }
+    if rows.is_empty() {
+        return z_a.sum_all()?.affine(0.0, 0.0);
+    }
+    let dev = z_a.device();
+    let za = l2_normalize(z_a)?;
+    let z = Tensor::cat(&[&za, &l2_normalize(z_b)?], 0)?;
+    let idx = Tensor::from_vec(rows.to_vec(), k, dev)?;
+    let q = za.index_select(&idx, 0)?;
+    let pos = (q.mul(&l2_normalize(positives)?)?.sum_keepdim(1)? / tau)?;
+    let neg = (q.matmul(&z.t()?)? / tau)?;
+    let mask: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| {
+            (0..2 * b).map(move |j| {
+                if j == r as usize || j == r as usize + b {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, (k, 2 * b), dev)?.to_dtype(neg.dtype())?;
+    let logits = Tensor::cat(&[&pos, &neg.add(&mask)?], 1)?;
+    let logp = gyre_kernels::nn::ops::log_softmax(&logits, 1)?;
+    logp.narrow(1, 0, 1)?.mean_all()?.neg()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +165,33 @@ mod tests {
         check_gradient(&rows(&a)?, |za| nt_xent(za, &zb, 0.3), 2e-3)?;
         let za = rows(&a)?.to_dtype(DType::F64)?;
         check_gradient(&rows(&b)?, |zb| nt_xent(&za, zb, 0.3), 2e-3)
+    }
+
+    #[test]
+    fn extra_positive_matches_the_closed_form_c2() -> Result<()> {
+        // C2: one positive at s_p and K negatives at s_n give ln(1 + K e^{(s_n − s_p)/τ}). Row 0 of
+        // z_a = [e1, e2], z_b = [e1, e2]: its negatives are z_a[1] = z_b[1] = e2 (s_n = 0, K = 2),
+        // the positive n(1, 1) has s_p = 1/√2.
+        let z = rows(&[[1f32, 0.0], [0.0, 1.0]])?;
+        let p = rows(&[[1f32, 1.0]])?;
+        for tau in [0.1, 0.5] {
+            let l = nt_xent_extra_positives(&z, &z, &[0], &p, tau)?.to_scalar::<f32>()?;
+            let want = (1.0 + 2.0 * (-(0.5f64).sqrt() / tau).exp()).ln();
+            // f32 log-softmax of a probability near 1: absolute error ~1e-7 on 0.0017 at τ = 0.1.
+            assert_close(l as f64, want, 1e-4);
+        }
+        let none = nt_xent_extra_positives(&z, &z, &[], &p.narrow(0, 0, 0)?, 0.1)?;
+        assert_eq!(none.to_scalar::<f32>()?, 0.0);
+        assert!(nt_xent_extra_positives(&z, &z, &[2], &p, 0.1).is_err());
+        let a = [[0.3f32, -1.2, 0.5], [1.0, 0.2, -0.3], [-0.4, 0.9, 0.6]];
+        let zb = rows(&[[0.1f32, -0.8, 0.7], [0.9, 0.1, 0.2], [-0.6, 1.1, 0.1]])?
+            .to_dtype(DType::F64)?;
+        let pp = rows(&[[0.2f32, 0.1, 0.9], [0.5, -0.5, 0.1]])?.to_dtype(DType::F64)?;
+        check_gradient(
+            &rows(&a)?,
+            |za| nt_xent_extra_positives(za, &zb, &[2, 0], &pp, 0.3),
+            2e-3,
+        )
     }
 
     #[test]

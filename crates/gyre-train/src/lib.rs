@@ -1,11 +1,13 @@
 //! Training for gyre: methods (encoder + head + loss + views), optimisers, schedules, the kNN
 //! monitor, checkpoints, metrics, TOML recipes, benchmarks, and the `gyre` binary's commands.
 
+pub mod bank;
 pub mod bench;
 pub mod bench_ops;
 pub mod checkpoint;
 pub mod data_setup;
 pub mod eval;
+pub mod irc;
 pub mod knn;
 pub mod method;
 pub mod metrics;

@@ -208,6 +208,68 @@ fn d_true() -> bool {
     true
 }
 
+/// The IRC plug-in (`[irc]`): an instance-level circulation view 1 → memory → view 2 closed by
+/// the identity (two views of one image are the Task S pair), with its own projection head, and
+/// optionally auto-paired extra positives for the base loss. See docs/methods.md.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IrcConfig {
+    /// λ_c, the weight of the circulation loss.
+    #[serde(default = "d_irc_weight")]
+    pub weight: f64,
+    /// τ_c of both hops of the walk.
+    #[serde(default = "d_irc_tau")]
+    pub temperature: f64,
+    /// K, rows of the memory the walk crosses (the middle group).
+    #[serde(default = "d_irc_memory")]
+    pub memory: usize,
+    /// The cycle's own projection head (kept apart from the base head, as the IRC code's
+    /// `final_cycle`).
+    #[serde(default = "d_irc_hidden")]
+    pub head_hidden: usize,
+    #[serde(default = "d_irc_out")]
+    pub head_output: usize,
+    /// Add auto-paired positives to the base loss.
+    #[serde(default)]
+    pub auto_pair: bool,
+    /// Weight of the auto-paired term (before the ramp).
+    #[serde(default = "d_irc_weight")]
+    pub auto_pair_weight: f64,
+    /// ρ: fraction of each batch's rows (most confident matches) that get an auto-paired positive.
+    #[serde(default = "d_irc_keep")]
+    pub keep_fraction: f64,
+    /// Fraction of training over which the auto-pair weight ramps from 0 to 1.
+    #[serde(default = "d_irc_ramp")]
+    pub ramp: f64,
+    /// Memory entries averaged per match (1: top-1).
+    #[serde(default = "d_irc_top_n")]
+    pub top_n: usize,
+}
+fn d_irc_weight() -> f64 {
+    1.0
+}
+fn d_irc_tau() -> f64 {
+    0.1
+}
+fn d_irc_memory() -> usize {
+    4096
+}
+fn d_irc_hidden() -> usize {
+    512
+}
+fn d_irc_out() -> usize {
+    128
+}
+fn d_irc_keep() -> f64 {
+    0.2
+}
+fn d_irc_ramp() -> f64 {
+    0.1
+}
+fn d_irc_top_n() -> usize {
+    1
+}
+
 /// A whole training recipe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -224,6 +286,9 @@ pub struct Recipe {
     pub train: TrainConfig,
     #[serde(default = "d_eval")]
     pub eval: EvalConfig,
+    /// The IRC plug-in; absent = off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub irc: Option<IrcConfig>,
 }
 fn d_eval() -> EvalConfig {
     EvalConfig {
@@ -397,6 +462,45 @@ impl Recipe {
         }
         if self.head.hidden == 0 || self.head.output == 0 {
             return bad("head", "hidden and output must be positive".into());
+        }
+        if let Some(irc) = &self.irc {
+            positive("irc.temperature", irc.temperature)?;
+            if !(irc.weight >= 0.0 && irc.weight.is_finite()) {
+                return bad("irc.weight", format!("must be ≥ 0, got {}", irc.weight));
+            }
+            if !(irc.auto_pair_weight >= 0.0 && irc.auto_pair_weight.is_finite()) {
+                return bad(
+                    "irc.auto_pair_weight",
+                    format!("must be ≥ 0, got {}", irc.auto_pair_weight),
+                );
+            }
+            if irc.memory < self.train.batch_size {
+                return bad(
+                    "irc.memory",
+                    format!(
+                        "must hold at least one batch ({}), got {}",
+                        self.train.batch_size, irc.memory
+                    ),
+                );
+            }
+            if irc.head_hidden == 0 || irc.head_output == 0 {
+                return bad("irc", "head_hidden and head_output must be positive".into());
+            }
+            if !(irc.keep_fraction > 0.0 && irc.keep_fraction <= 1.0) {
+                return bad(
+                    "irc.keep_fraction",
+                    format!("must be in (0, 1], got {}", irc.keep_fraction),
+                );
+            }
+            if !(0.0..=1.0).contains(&irc.ramp) {
+                return bad("irc.ramp", format!("must be in [0, 1], got {}", irc.ramp));
+            }
+            if irc.top_n == 0 || irc.top_n > irc.memory {
+                return bad(
+                    "irc.top_n",
+                    format!("must be in 1..=memory, got {}", irc.top_n),
+                );
+            }
         }
         positive("optim.lr", self.optim.lr)?;
         if !(0.0..1.0).contains(&self.optim.momentum) {

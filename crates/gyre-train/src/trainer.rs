@@ -5,7 +5,7 @@ use crate::checkpoint::{self, CheckpointState};
 use crate::data_setup::{self, RunData};
 use crate::eval::{knn_eval, pixel_features};
 use crate::knn::knn_top1;
-use crate::method::{self, Method};
+use crate::method::{self, Method, StepContext};
 use crate::metrics::{peak_rss_mb, utc_stamp, MetricsLog};
 use crate::optim::{OptimSettings, Optimizer};
 use crate::recipe::Recipe;
@@ -175,7 +175,8 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
         for mut batch in loader.epoch(epoch, 0) {
             let lr = schedule.at(step);
             let x = views_to_tensors(&mut batch, &device)?;
-            let out = method.step(&x, &batch)?;
+            let ctx = StepContext { step, total_steps };
+            let out = method.step(&x, &batch, ctx)?;
             let loss = out
                 .loss
                 .to_dtype(gyre_kernels::DType::F32)?
@@ -195,7 +196,11 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
             if step.is_multiple_of(recipe.train.log_every as u64) || step == total_steps {
                 let ips = window.1 as f64 * imgs_per_step / window.0.elapsed().as_secs_f64();
                 window = (Instant::now(), 0);
-                log.write(&json!({"kind": "step", "epoch": epoch, "step": step, "loss": loss, "lr": lr, "img_per_s": ips, "peak_rss_mb": peak_rss_mb()}))?;
+                let mut line = json!({"kind": "step", "epoch": epoch, "step": step, "loss": loss, "lr": lr, "img_per_s": ips, "peak_rss_mb": peak_rss_mb()});
+                for (k, v) in &out.logs {
+                    line[*k] = json!(v);
+                }
+                log.write(&line)?;
                 bar.set_message(format!("loss {loss:.4} lr {lr:.4} {ips:.0} img/s"));
             }
             bar.inc(1);
@@ -215,8 +220,20 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
                 t,
                 &device,
             )?;
-            log.write(&json!({"kind": "knn", "epoch": done, "step": step, "knn_top1": acc, "k": k, "t": t}))?;
-            let line = format!("gyre: epoch {done}: kNN top-1 {:.2}%", 100.0 * acc);
+            let mut entry = json!({"kind": "knn", "epoch": done, "step": step, "knn_top1": acc, "k": k, "t": t});
+            let mut line = format!("gyre: epoch {done}: kNN top-1 {:.2}%", 100.0 * acc);
+            if let Some(serde_json::Value::Object(stats)) = method.take_eval_stats() {
+                for (key, v) in stats {
+                    if let Some(x) = v
+                        .as_f64()
+                        .filter(|_| key != "irc_steps" && key != "irc_pairs")
+                    {
+                        line.push_str(&format!(", {key} {x:.4}"));
+                    }
+                    entry[key] = v;
+                }
+            }
+            log.write(&entry)?;
             if bar.is_hidden() {
                 if !opts.quiet {
                     eprintln!("{line}");

@@ -210,3 +210,67 @@ fn a_diverging_run_stops_with_a_clear_error() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A short SimCLR + IRC run with auto-pairing: the cycle and the auto-pairs are logged, and their
+/// values are real (the cycle accuracy is a fraction, the precision is measured against labels).
+#[test]
+fn irc_plugin_runs_and_logs_cycle_accuracy_and_pair_precision() {
+    let dir = tmp("irc");
+    let run = dir.join("run");
+    let out = train_quiet(
+        &run,
+        &[
+            "data.subset=1024",
+            "train.epochs=2",
+            "train.batch_size=128",
+            "eval.knn_k=20",
+            "eval.baselines=false",
+            "eval.knn_every=1",
+            "irc.memory=256",
+            "irc.auto_pair=true",
+            "irc.ramp=0.0",
+        ],
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let knn: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"] == "knn").collect();
+    assert_eq!(knn.len(), 2, "{metrics}");
+    for k in &knn {
+        let acc = k["irc_cycle_acc"].as_f64().expect("cycle accuracy logged");
+        let prec = k["irc_pair_precision"]
+            .as_f64()
+            .expect("pair precision logged");
+        assert!(
+            (0.0..=1.0).contains(&acc) && (0.0..=1.0).contains(&prec),
+            "{k}"
+        );
+        assert!(k["irc_pairs"].as_u64().unwrap() > 0, "{k}");
+    }
+    // Steps with a full memory log the loss terms; the cycle loss is finite and positive.
+    let step = lines
+        .iter()
+        .find(|l| l["kind"] == "step" && l.get("irc_cycle_loss").is_some())
+        .expect("a step line with the cycle loss");
+    assert!(step["irc_cycle_loss"].as_f64().unwrap() > 0.0, "{step}");
+    assert!(
+        step["irc_pair_loss"].as_f64().unwrap().is_finite(),
+        "{step}"
+    );
+    // The cycle head is saved with the rest of the model.
+    let recipe = std::fs::read_to_string(run.join("recipe.toml")).unwrap();
+    assert!(
+        recipe.contains("[irc]") && recipe.contains("auto_pair = true"),
+        "{recipe}"
+    );
+    let bad = train_quiet(&dir.join("bad"), &["irc.memory=8"], &dir);
+    assert_clean_error(&bad, "irc.memory: must hold at least one batch");
+}

@@ -347,23 +347,33 @@ impl CustomOp2 for Conv2dOp {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
-        let gi = w.apply_op2_no_bwd(
-            &dy,
-            &GradInputOp {
-                stride: self.stride,
-                pad: self.pad,
-                x_dims: x.dims4()?,
-            },
-        )?;
-        let gw = x.apply_op2_no_bwd(
-            &dy,
-            &GradWeightOp {
-                stride: self.stride,
-                pad: self.pad,
-                w_dims: w.dims4()?,
-            },
-        )?;
-        Ok((Some(gi), Some(gw)))
+        // A gradient nobody asked for is not computed: the input of the first conv is data (no
+        // graph behind it), and a frozen weight is not tracked.
+        let gi = if x.track_op() {
+            Some(w.apply_op2_no_bwd(
+                &dy,
+                &GradInputOp {
+                    stride: self.stride,
+                    pad: self.pad,
+                    x_dims: x.dims4()?,
+                },
+            )?)
+        } else {
+            None
+        };
+        let gw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(
+                &dy,
+                &GradWeightOp {
+                    stride: self.stride,
+                    pad: self.pad,
+                    w_dims: w.dims4()?,
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok((gi, gw))
     }
 }
 

@@ -14,6 +14,17 @@ pub use simclr::SimClr;
 pub struct StepOutput {
     /// The scalar to minimise.
     pub loss: Tensor,
+    /// Extra scalars for the step log (loss terms, plug-in diagnostics).
+    pub logs: Vec<(&'static str, f64)>,
+}
+
+/// Where in training a step is (schedules inside methods: ramps, momentum).
+#[derive(Debug, Clone, Copy)]
+pub struct StepContext {
+    /// Steps done before this one.
+    pub step: u64,
+    /// Steps in the whole run.
+    pub total_steps: u64,
 }
 
 /// A self-supervised method.
@@ -24,7 +35,12 @@ pub trait Method {
     /// The encoder whose features are evaluated and exported.
     fn backbone(&self) -> &ResNet;
     /// The loss of one batch; `views[v]` is `[B, C, H, W]` on the training device.
-    fn step(&mut self, views: &[Tensor], batch: &Batch) -> Result<StepOutput>;
+    fn step(&mut self, views: &[Tensor], batch: &Batch, ctx: StepContext) -> Result<StepOutput>;
+    /// Diagnostics accumulated since the last call, logged with each evaluation (IRC: cycle
+    /// accuracy and auto-pair precision); `None` when the method has none.
+    fn take_eval_stats(&mut self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Builds the method a recipe names.

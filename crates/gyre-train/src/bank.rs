@@ -1,0 +1,158 @@
+//! A FIFO memory of past embeddings (MoCo's queue, InstDisc-style banks): fixed capacity, rows
+//! overwritten oldest first, always detached from the graph. Each row holds one or more named
+//! fields (say, a cycle embedding and a base embedding) and an optional class label, which is
+//! used for diagnostics only (never for training).
+
+use gyre_kernels::{candle::bail, Device, Result, Tensor};
+
+/// Label of a row whose class is unknown.
+pub const NO_LABEL: u32 = u32::MAX;
+
+/// The memory.
+#[derive(Debug, Clone)]
+pub struct FifoBank {
+    capacity: usize,
+    dims: Vec<usize>,
+    data: Vec<Vec<f32>>,
+    labels: Vec<u32>,
+    len: usize,
+    ptr: usize,
+}
+
+impl FifoBank {
+    /// A bank of `capacity` rows with one field per entry of `dims` (its width).
+    pub fn new(capacity: usize, dims: &[usize]) -> Self {
+        Self {
+            capacity,
+            dims: dims.to_vec(),
+            data: dims.iter().map(|&d| vec![0f32; capacity * d]).collect(),
+            labels: vec![NO_LABEL; capacity],
+            len: 0,
+            ptr: 0,
+        }
+    }
+
+    /// Rows filled so far (at most the capacity).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The next row to be written.
+    pub fn pointer(&self) -> usize {
+        self.ptr
+    }
+
+    /// Writes one batch: `fields[f]` is `[B, dims[f]]`; `labels` (if known) has B entries. A batch
+    /// larger than the capacity keeps its last `capacity` rows.
+    pub fn push(&mut self, fields: &[&Tensor], labels: Option<&[u32]>) -> Result<()> {
+        if fields.len() != self.dims.len() {
+            bail!(
+                "bank: {} fields given, the bank has {}",
+                fields.len(),
+                self.dims.len()
+            );
+        }
+        let b = fields[0].dim(0)?;
+        let mut rows = Vec::with_capacity(fields.len());
+        for (f, t) in fields.iter().enumerate() {
+            let (n, d) = t.dims2()?;
+            if n != b || d != self.dims[f] {
+                bail!(
+                    "bank: field {f} is [{n}, {d}], expected [{b}, {}]",
+                    self.dims[f]
+                );
+            }
+            rows.push(
+                t.detach()
+                    .to_dtype(gyre_kernels::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            );
+        }
+        if labels.is_some_and(|l| l.len() != b) {
+            bail!(
+                "bank: {} labels for {b} rows",
+                labels.map_or(0, |l| l.len())
+            );
+        }
+        for r in b.saturating_sub(self.capacity)..b {
+            for (f, v) in rows.iter().enumerate() {
+                let d = self.dims[f];
+                self.data[f][self.ptr * d..(self.ptr + 1) * d]
+                    .copy_from_slice(&v[r * d..(r + 1) * d]);
+            }
+            self.labels[self.ptr] = labels.map_or(NO_LABEL, |l| l[r]);
+            self.ptr = (self.ptr + 1) % self.capacity;
+            self.len = (self.len + 1).min(self.capacity);
+        }
+        Ok(())
+    }
+
+    /// Field `f` of the filled rows as a `[len, d]` tensor (slot order; no gradient).
+    pub fn field(&self, f: usize, device: &Device) -> Result<Tensor> {
+        let d = self.dims[f];
+        Tensor::from_slice(&self.data[f][..self.len * d], (self.len, d), device)
+    }
+
+    /// Labels of the filled rows, in slot order.
+    pub fn labels(&self) -> &[u32] {
+        &self.labels[..self.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(start: usize, b: usize) -> Tensor {
+        let v: Vec<f32> = (start..start + b).map(|x| x as f32).collect();
+        Tensor::from_vec(v, (b, 1), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn tv15_pointer_and_writes() -> Result<()> {
+        // methods.md TV15: K = 8, B = 4: the pointer goes 0 → 4 → 0; writes go to [0,4) then [4,8).
+        let mut q = FifoBank::new(8, &[1]);
+        assert_eq!(q.pointer(), 0);
+        q.push(&[&rows(0, 4)], None)?;
+        assert_eq!((q.pointer(), q.len()), (4, 4));
+        q.push(&[&rows(4, 4)], Some(&[1, 2, 3, 4]))?;
+        assert_eq!((q.pointer(), q.len()), (0, 8));
+        assert_eq!(
+            q.field(0, &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?,
+            vec![0., 1., 2., 3., 4., 5., 6., 7.]
+        );
+        // The next batch overwrites the oldest rows.
+        q.push(&[&rows(100, 4)], None)?;
+        let v = q.field(0, &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(v, vec![100., 101., 102., 103., 4., 5., 6., 7.]);
+        assert_eq!(
+            q.labels(),
+            &[NO_LABEL, NO_LABEL, NO_LABEL, NO_LABEL, 1, 2, 3, 4]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn wraps_mid_batch_and_keeps_the_last_rows_of_a_huge_batch() -> Result<()> {
+        let mut q = FifoBank::new(5, &[1]);
+        q.push(&[&rows(0, 3)], None)?;
+        q.push(&[&rows(3, 3)], None)?; // rows 3, 4 then wraps: 5 lands in slot 0
+        let v = q.field(0, &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(v, vec![5., 1., 2., 3., 4.]);
+        q.push(&[&rows(10, 7)], None)?; // keeps 12..=16
+        let mut v = q.field(0, &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        v.sort_by(f32::total_cmp);
+        assert_eq!(v, vec![12., 13., 14., 15., 16.]);
+        assert!(q.push(&[&rows(0, 2), &rows(0, 2)], None).is_err());
+        Ok(())
+    }
+}
