@@ -7,8 +7,19 @@ use gyre_kernels::{Device, Result, Tensor, Var};
 /// view 1 → memory → view 2), the first and last as variables.
 pub fn circulation_groups(n0: usize, n1: usize, d: usize) -> (Var, Tensor, Var) {
     let dev = Device::Cpu;
+    // A fixed pseudo-random fill (candle's CPU `randn` cannot be seeded), so every run measures
+    // the same numbers.
     let g = |n: usize| {
-        gyre_losses::l2_normalize(&Tensor::randn(0f32, 1.0, (n, d), &dev).unwrap()).unwrap()
+        let mut x = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..n * d)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect();
+        gyre_losses::l2_normalize(&Tensor::from_vec(v, (n, d), &dev).unwrap()).unwrap()
     };
     (
         Var::from_tensor(&g(n0)).unwrap(),

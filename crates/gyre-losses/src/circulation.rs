@@ -83,6 +83,14 @@ fn closure_indices(closure: Option<&[u32]>, n0: usize, nl: usize) -> Result<Vec<
     }
 }
 
+/// Checks the groups and τ, and resolves the closure: `(hops, π)`.
+fn walk_setup(groups: &[&Tensor], closure: Option<&[u32]>, tau: f64) -> Result<(usize, Vec<u32>)> {
+    check_groups(groups, tau)?;
+    let hops = groups.len() - 1;
+    let (n0, nl) = (groups[0].dim(0)?, groups[hops].dim(0)?);
+    Ok((hops, closure_indices(closure, n0, nl)?))
+}
+
 fn check_groups(groups: &[&Tensor], tau: f64) -> Result<()> {
     if groups.len() < 2 {
         bail!(
@@ -159,12 +167,9 @@ pub fn circulation_loss_composed(
     closure: Option<&[u32]>,
     tau: f64,
 ) -> Result<Circulation> {
-    check_groups(groups, tau)?;
-    let hops = groups.len() - 1;
-    let (n0, nl) = (groups[0].dim(0)?, groups[hops].dim(0)?);
-    let pi = closure_indices(closure, n0, nl)?;
+    let (hops, pi) = walk_setup(groups, closure, tau)?;
     let dev = groups[0].device();
-    let pi_t = Tensor::from_vec(pi.clone(), n0, dev)?;
+    let pi_t = Tensor::from_vec(pi.clone(), pi.len(), dev)?;
     let logits = |l: usize| groups[l].matmul(&groups[l + 1].t()?)? / tau;
     let log_a0 = gyre_kernels::nn::ops::log_softmax(&logits(0)?, D::Minus1)?;
     // log R[j, π(i)], as [n_0, n_1] (row i holds column π(i) of log R).
@@ -220,11 +225,8 @@ pub fn circulation_loss_dense(
     closure: Option<&[u32]>,
     tau: f64,
 ) -> Result<Tensor> {
-    check_groups(groups, tau)?;
-    let hops = groups.len() - 1;
-    let (n0, nl) = (groups[0].dim(0)?, groups[hops].dim(0)?);
-    let pi = closure_indices(closure, n0, nl)?;
-    let pi_t = Tensor::from_vec(pi, (n0, 1), groups[0].device())?;
+    let (hops, pi) = walk_setup(groups, closure, tau)?;
+    let pi_t = Tensor::from_vec(pi.clone(), (pi.len(), 1), groups[0].device())?;
     let mut c: Option<Tensor> = None;
     for l in 0..hops {
         let a = softmax_rows(&(groups[l].matmul(&groups[l + 1].t()?)? / tau)?)?;

@@ -3,7 +3,7 @@
 //! `shared/reference/step_bench.py`; and data-pipeline throughput in pairs of views per second.
 
 use crate::metrics::peak_rss_mb;
-use crate::optim::{OptimKind, OptimSettings, Optimizer};
+use crate::optim::{OptimSettings, Optimizer};
 use gyre_data::{AugmentConfig, Loader, LoaderConfig, ViewPipeline};
 use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet, ResNetConfig, Stem};
 use gyre_kernels::{Device, Tensor};
@@ -56,17 +56,7 @@ pub fn step_bench(case: &StepCase, device: &Device) -> anyhow::Result<Value> {
     let mut params = ParamStore::new();
     params.extend_prefixed("backbone", backbone.params());
     params.extend_prefixed("projector", head.params());
-    // torch.optim.AdamW defaults: betas (0.9, 0.999), eps 1e-8, weight decay 0.01.
-    let settings = OptimSettings {
-        kind: OptimKind::Adamw,
-        momentum: 0.0,
-        nesterov: false,
-        weight_decay: 0.01,
-        exclude_bn_bias: false,
-        betas: (0.9, 0.999),
-        eps: 1e-8,
-    };
-    let mut opt = Optimizer::new(&params, settings);
+    let mut opt = Optimizer::new(&params, OptimSettings::torch_adamw());
     let n = 2 * case.batch;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let normal = rand_distr::Normal::new(0f32, 1.0).expect("valid");

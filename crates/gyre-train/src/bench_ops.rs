@@ -4,7 +4,7 @@
 //! `benches/ops_bench.py` times the same ops in PyTorch.
 
 use crate::metrics::peak_rss_mb;
-use crate::optim::{OptimKind, OptimSettings, Optimizer};
+use crate::optim::{OptimSettings, Optimizer};
 use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet, ResNetConfig, Stem};
 use gyre_kernels::ops::batch_norm_train;
 use gyre_kernels::ops::conv2d::{
@@ -152,18 +152,7 @@ pub fn ops_bench(images: usize, reps: usize) -> anyhow::Result<Vec<Value>> {
         .sqr()?
         .sum_all()?
         .backward()?;
-    let mut opt = Optimizer::new(
-        &params,
-        OptimSettings {
-            kind: OptimKind::Adamw,
-            momentum: 0.0,
-            nesterov: false,
-            weight_decay: 0.01,
-            exclude_bn_bias: false,
-            betas: (0.9, 0.999),
-            eps: 1e-8,
-        },
-    );
+    let mut opt = Optimizer::new(&params, OptimSettings::torch_adamw());
     let ms = time_ms(reps, || Ok(opt.step(&grads, 1e-6)?))?;
     out.push(row(
         "adamw_step",

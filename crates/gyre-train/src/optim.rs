@@ -29,6 +29,22 @@ pub struct OptimSettings {
     pub eps: f64,
 }
 
+impl OptimSettings {
+    /// `torch.optim.AdamW`'s defaults: betas (0.9, 0.999), eps 1e-8, weight decay 0.01 on every
+    /// parameter (the reference step of `shared/reference/step_bench.py`).
+    pub fn torch_adamw() -> Self {
+        Self {
+            kind: OptimKind::Adamw,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.01,
+            exclude_bn_bias: false,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+        }
+    }
+}
+
 /// An optimiser with its per-parameter state, keyed by parameter name.
 pub struct Optimizer {
     settings: OptimSettings,

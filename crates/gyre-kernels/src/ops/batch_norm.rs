@@ -130,6 +130,23 @@ fn channel_stats(x: &[f32], (n, c, s): (usize, usize, usize), eps: f64) -> Saved
     }
 }
 
+/// `y[n, c, ·] = x[n, c, ·] · scale[c] + shift[c]` over `(channels, values per channel)`, one
+/// parallel pass over the samples.
+fn scale_shift(x: &[f32], (c, s): (usize, usize), scale: &[f32], shift: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(c * s)
+        .zip(x.par_chunks(c * s))
+        .for_each(|(y, x)| {
+            for ch in 0..c {
+                let r = ch * s..(ch + 1) * s;
+                for (yv, xv) in y[r.clone()].iter_mut().zip(&x[r]) {
+                    *yv = xv * scale[ch] + shift[ch];
+                }
+            }
+        });
+    y
+}
+
 struct BnTrainOp {
     eps: f64,
     stash: Arc<Mutex<Option<Saved>>>,
@@ -154,20 +171,7 @@ impl CustomOp3 for BnTrainOp {
         let st = channel_stats(x, (n, c, s), self.eps);
         let scale: Vec<f32> = (0..c).map(|ch| w[ch] * st.inv_std[ch]).collect();
         let shift: Vec<f32> = (0..c).map(|ch| b[ch] - st.mean[ch] * scale[ch]).collect();
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(c * s)
-            .zip(x.par_chunks(c * s))
-            .for_each(|(y, x)| {
-                for ch in 0..c {
-                    let (a, t) = (scale[ch], shift[ch]);
-                    for (yv, xv) in y[ch * s..(ch + 1) * s]
-                        .iter_mut()
-                        .zip(&x[ch * s..(ch + 1) * s])
-                    {
-                        *yv = xv * a + t;
-                    }
-                }
-            });
+        let y = scale_shift(x, (c, s), &scale, &shift);
         *self.stash.lock().expect("stash") = Some(st);
         let _ = n;
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -383,17 +387,7 @@ impl CustomOp3 for ChannelAffineOp {
                 t.len()
             );
         }
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(c * s)
-            .zip(x.par_chunks(c * s))
-            .for_each(|(y, x)| {
-                for ch in 0..c {
-                    let r = ch * s..(ch + 1) * s;
-                    for (yv, xv) in y[r.clone()].iter_mut().zip(&x[r]) {
-                        *yv = xv * a[ch] + t[ch];
-                    }
-                }
-            });
+        let y = scale_shift(x, (c, s), a, t);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
