@@ -113,9 +113,15 @@ pub fn auto_pair(
     let mut best: Vec<(f32, Vec<u32>)> = sim
         .iter()
         .map(|row| {
+            let order =
+                |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
             let mut idx: Vec<u32> = (0..n1 as u32).collect();
-            idx.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+            // A total order (ties by index), so partial selection is deterministic.
+            if opts.top_n < n1 {
+                idx.select_nth_unstable_by(opts.top_n - 1, order);
+            }
             idx.truncate(opts.top_n);
+            idx.sort_by(order);
             (row[idx[0] as usize], idx)
         })
         .collect();

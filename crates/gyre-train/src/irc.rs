@@ -12,9 +12,10 @@
 //! 1. `c = n(cycle_head(f))`; `G_0 = c[..B]`, `G_2 = c[B..]`, `G_1` = the memory's cycle rows
 //!    (detached: the memory is never differentiated).
 //! 2. `L_cyc = circulation(G_0, G_1, G_2; π = id, τ_c)`; the method adds `λ_c · L_cyc`.
-//! 3. With auto-pairing on: each view-1 row's best memory entry under `A_0` (the walk's first
-//!    hop), kept for the top ρ of the batch by similarity, weight ramped in; the method turns the
-//!    entries' base embeddings into extra positives (each method documents how).
+//! 3. Auto-pairing: each view-1 row's best memory entry under `A_0` (the walk's first hop), kept
+//!    for the top ρ of the batch by similarity, weight ramped in. Always scored against the labels
+//!    (auto-pair precision, a diagnostic); with `auto_pair = true` the method turns the entries'
+//!    base embeddings into extra positives (each method documents how).
 //! 4. After the loss: the view-2 rows are pushed into the memory.
 //!
 //! The walk starts once the memory holds one batch; until then the cycle loss is 0.
@@ -136,41 +137,42 @@ impl IrcPlugin {
         self.tally.steps += 1;
         self.tally.cycle_acc += circ.cycle_accuracy;
         self.tally.return_prob += circ.return_probability;
-        let positives = if self.cfg.auto_pair {
-            let pairs = auto_pair(
-                &g0,
-                &memory,
-                step,
-                total,
-                AutoPairOptions {
-                    keep_fraction: self.cfg.keep_fraction,
-                    ramp: self.cfg.ramp,
-                    top_n: self.cfg.top_n,
-                },
-            )?;
-            let base = self.bank.field(1, features.device())?;
-            let positives = pairs.matched_features(&base)?;
-            let (mut labelled, mut correct) = (0u64, 0u64);
-            if let Some(lab) = labels {
-                let mem = self.bank.labels();
-                for (q, m) in pairs.query.iter().zip(pairs.top1()) {
-                    let ml = mem[m as usize];
-                    if ml != NO_LABEL {
-                        labelled += 1;
-                        correct += u64::from(ml == lab[*q as usize]);
-                    }
+        // Auto-pairs are always found and scored (the precision diagnostic); they enter the loss
+        // only with `auto_pair = true`.
+        let pairs = auto_pair(
+            &g0,
+            &memory,
+            step,
+            total,
+            AutoPairOptions {
+                keep_fraction: self.cfg.keep_fraction,
+                ramp: self.cfg.ramp,
+                top_n: self.cfg.top_n,
+            },
+        )?;
+        let (mut labelled, mut correct) = (0u64, 0u64);
+        if let Some(lab) = labels {
+            let mem = self.bank.labels();
+            for (q, m) in pairs.query.iter().zip(pairs.top1()) {
+                let ml = mem[m as usize];
+                if ml != NO_LABEL {
+                    labelled += 1;
+                    correct += u64::from(ml == lab[*q as usize]);
                 }
             }
-            self.tally.pairs += pairs.query.len() as u64;
-            self.tally.pairs_labelled += labelled;
-            self.tally.pairs_correct += correct;
-            if labelled > 0 {
-                logs.push(("irc_pair_precision", correct as f64 / labelled as f64));
-            }
+        }
+        self.tally.pairs += pairs.query.len() as u64;
+        self.tally.pairs_labelled += labelled;
+        self.tally.pairs_correct += correct;
+        if labelled > 0 {
+            logs.push(("irc_pair_precision", correct as f64 / labelled as f64));
+        }
+        let positives = if self.cfg.auto_pair {
             logs.push(("irc_pair_weight", pairs.weight));
+            let base = self.bank.field(1, features.device())?;
             Some(AutoPositives {
+                positives: pairs.matched_features(&base)?,
                 rows: pairs.query,
-                positives,
                 weight: pairs.weight * self.cfg.auto_pair_weight,
             })
         } else {
