@@ -130,16 +130,10 @@ pub fn circulation_loss(
     closure: Option<&[u32]>,
     opts: CirculationOptions,
 ) -> Result<Circulation> {
-    check_groups(groups, opts.tau)?;
-    let g0 = groups[0];
-    if groups.len() == 3
-        && g0.device().is_cpu()
-        && groups.iter().all(|g| g.dtype() == DType::F32)
-        && gyre_kernels::ops::fused_kernels_enabled()
-    {
-        let (n0, nl) = (g0.dim(0)?, groups[2].dim(0)?);
-        let pi = closure_indices(closure, n0, nl)?;
-        let stash = Arc::new(Mutex::new((0.0, 0.0)));
+    let (hops, pi) = walk_setup(groups, closure, opts.tau)?;
+    if hops == 2 && groups.iter().all(|g| gyre_kernels::ops::fused(g)) {
+        let g0 = groups[0];
+        let stash = Arc::new(Mutex::new(Forward::default()));
         let op = CirculationOp {
             pi,
             tau: opts.tau,
@@ -149,11 +143,11 @@ pub fn circulation_loss(
         let loss =
             g0.contiguous()?
                 .apply_op3(&groups[1].contiguous()?, &groups[2].contiguous()?, op)?;
-        let (acc, ret) = *stash.lock().expect("circulation stash");
+        let fwd = stash.lock().expect("circulation stash");
         return Ok(Circulation {
             loss: loss.squeeze(0)?,
-            cycle_accuracy: acc,
-            return_probability: ret,
+            cycle_accuracy: fwd.cycle_accuracy,
+            return_probability: fwd.return_probability,
         });
     }
     circulation_loss_composed(groups, closure, opts.tau)
@@ -276,12 +270,21 @@ struct CirculationOp {
     pi: Vec<u32>,
     tau: f64,
     chunk: usize,
-    /// (cycle accuracy, mean return probability) of the forward.
-    stash: Arc<Mutex<(f64, f64)>>,
+    /// What the forward found, for the caller and for the backward.
+    stash: Arc<Mutex<Forward>>,
+}
+
+/// The forward's diagnostics and the second hop's row normalisers (`[n_1]`, kept so that the
+/// backward does not recompute the `n_1 × n_2` product behind them).
+#[derive(Default)]
+struct Forward {
+    cycle_accuracy: f64,
+    return_probability: f64,
+    r: Option<Tensor>,
 }
 
 fn tensor_of(s: &CpuStorage, l: &Layout) -> Result<Tensor> {
-    let v = gyre_kernels::ops::cpu_slice(s, l, "circulation", "group")?;
+    let v = gyre_kernels::ops::cpu_f32(s, l, "circulation", "group")?;
     Tensor::from_slice(v, l.shape(), &Device::Cpu)
 }
 
@@ -313,15 +316,21 @@ impl<'a> Walk<'a> {
         pi: &'a [u32],
         tau: f64,
         chunk: usize,
+        r: Option<Tensor>,
     ) -> Result<Self> {
-        let n1 = g1.dim(0)?;
-        let mut parts = Vec::new();
-        for start in (0..n1).step_by(chunk) {
-            let len = chunk.min(n1 - start);
-            let s = (g1.narrow(0, start, len)?.matmul(&g2.t()?)? / tau)?;
-            parts.push(lse(&s, 1)?);
-        }
-        let r = Tensor::cat(&parts, 0)?;
+        let r = match r {
+            Some(r) => r,
+            None => {
+                let n1 = g1.dim(0)?;
+                let mut parts = Vec::new();
+                for start in (0..n1).step_by(chunk) {
+                    let len = chunk.min(n1 - start);
+                    let s = (g1.narrow(0, start, len)?.matmul(&g2.t()?)? / tau)?;
+                    parts.push(lse(&s, 1)?);
+                }
+                Tensor::cat(&parts, 0)?
+            }
+        };
         Ok(Self {
             g0,
             g1,
@@ -398,7 +407,7 @@ impl CustomOp3 for CirculationOp {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (g0, g1, g2) = (tensor_of(s0, l0)?, tensor_of(s1, l1)?, tensor_of(s2, l2)?);
-        let walk = Walk::new(&g0, &g1, &g2, &self.pi, self.tau, self.chunk)?;
+        let walk = Walk::new(&g0, &g1, &g2, &self.pi, self.tau, self.chunk, None)?;
         let n0 = g0.dim(0)?;
         let (mut sum, mut ret, mut hits) = (0f64, 0f64, 0usize);
         for (start, len) in walk.chunks()? {
@@ -413,7 +422,11 @@ impl CustomOp3 for CirculationOp {
                 .filter(|(a, p)| a == p)
                 .count();
         }
-        *self.stash.lock().expect("circulation stash") = (hits as f64 / n0 as f64, ret / n0 as f64);
+        *self.stash.lock().expect("circulation stash") = Forward {
+            cycle_accuracy: hits as f64 / n0 as f64,
+            return_probability: ret / n0 as f64,
+            r: Some(walk.r.clone()),
+        };
         Ok((
             CpuStorage::F32(vec![(-sum / n0 as f64) as f32]),
             Shape::from(1),
@@ -429,7 +442,8 @@ impl CustomOp3 for CirculationOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (g0, g1, g2) = (g0.detach(), g1.detach(), g2.detach());
-        let walk = Walk::new(&g0, &g1, &g2, &self.pi, self.tau, self.chunk)?;
+        let r = self.stash.lock().expect("circulation stash").r.clone();
+        let walk = Walk::new(&g0, &g1, &g2, &self.pi, self.tau, self.chunk, r)?;
         let (n0, n1, n2) = (g0.dim(0)?, g1.dim(0)?, g2.dim(0)?);
         let d = g0.dim(1)?;
         let seed = grad.detach().flatten_all()?.to_vec1::<f32>()?[0] as f64;

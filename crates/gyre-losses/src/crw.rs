@@ -19,7 +19,7 @@
 
 use crate::softmax::softmax_rows;
 use gyre_kernels::candle::bail;
-use gyre_kernels::{DType, Device, IndexOp, Result, Tensor, D};
+use gyre_kernels::{Device, IndexOp, Result, Tensor, D};
 
 /// Edge dropout: probability and the seed of its masks.
 #[derive(Debug, Clone, Copy)]
@@ -142,7 +142,7 @@ pub fn frames_from_rows(rows: &[Vec<Vec<f32>>]) -> Result<Tensor> {
     if flat.len() != t * n * d {
         bail!("crw: frames must all be [N, D]");
     }
-    Tensor::from_vec(flat, (1, t, n, d), &Device::Cpu)?.to_dtype(DType::F32)
+    Tensor::from_vec(flat, (1, t, n, d), &Device::Cpu)
 }
 
 #[cfg(test)]

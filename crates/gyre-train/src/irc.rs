@@ -62,7 +62,6 @@ pub struct IrcPlugin {
     cfg: IrcConfig,
     head: ProjectionHead,
     bank: FifoBank,
-    base_dim: usize,
     tally: Tally,
 }
 
@@ -92,15 +91,14 @@ impl IrcPlugin {
             cfg: cfg.clone(),
             head,
             bank: FifoBank::new(cfg.memory, &[cfg.head_output, base_dim]),
-            base_dim,
             tally: Tally::default(),
         })
     }
 
     /// One step: `features` are both views' backbone features (`[2B, F]`, view 1 first, with
-    /// gradient); `base_v2` the view-2 base-head embeddings (stored for auto-pairing; detached
-    /// here); `labels` the batch's labels (diagnostics only); `step` of `total` sets the ramp.
-    /// Call [`Self::remember`] with the returned embeddings after the loss is built.
+    /// gradient); `labels` the batch's labels (diagnostics only); `step` of `total` sets the
+    /// ramp. Also returns the view-2 cycle embeddings (detached): hand them to
+    /// [`Self::remember`] after the loss is built.
     pub fn step(
         &mut self,
         features: &Tensor,
@@ -111,11 +109,10 @@ impl IrcPlugin {
         let b = features.dim(0)? / 2;
         let c = l2_normalize(&self.head.forward_t(features, true)?)?;
         let (g0, g2) = (c.narrow(0, 0, b)?, c.narrow(0, b, b)?);
-        let zero = features.sum_all()?.affine(0.0, 0.0)?;
         if self.bank.len() < b {
             return Ok((
                 IrcStep {
-                    loss: zero,
+                    loss: features.sum_all()?.affine(0.0, 0.0)?,
                     positives: None,
                     logs: vec![],
                 },
@@ -190,14 +187,14 @@ impl IrcPlugin {
     }
 
     /// Pushes one batch into the memory: its view-2 cycle embeddings (from [`Self::step`]), its
-    /// view-2 base embeddings (`[B, base_dim]`, normalised here) and labels.
+    /// view-2 base embeddings (`[B, base_dim]`, normalised here; the bank checks the width) and
+    /// labels.
     pub fn remember(
         &mut self,
         cycle_v2: &Tensor,
         base_v2: &Tensor,
         labels: Option<&[u32]>,
     ) -> Result<()> {
-        debug_assert_eq!(base_v2.dim(1)?, self.base_dim);
         let base = l2_normalize(&base_v2.detach())?;
         self.bank.push(&[cycle_v2, &base], labels)
     }

@@ -91,13 +91,12 @@ impl Optimizer {
     pub fn step_with(&mut self, grads: &GradStore, lr: f64, fused: bool) -> Result<()> {
         self.steps += 1;
         let s = self.settings;
-        let params = self.params.clone();
-        for p in &params {
+        for p in &self.params {
             let Some(g) = grads.get(p.var.as_tensor()) else {
                 continue;
             };
             let wd = self.decay_for(p);
-            if fused && self.fused_update(p, g, lr, wd)? {
+            if fused && fused_update(s, self.steps, &mut self.m, &mut self.v, p, g, lr, wd)? {
                 continue;
             }
             let w = p.var.as_tensor();
@@ -153,71 +152,6 @@ impl Optimizer {
         Ok(())
     }
 
-    /// The fused update of one parameter; `false` when its tensors are not CPU f32 (or the grad
-    /// is not contiguous), leaving the composed update to run.
-    fn fused_update(&mut self, p: &Param, g: &Tensor, lr: f64, wd: f64) -> Result<bool> {
-        let s = self.settings;
-        let w = p.var.as_tensor();
-        let (Some(wv), Some(gv)) = (CpuF32::of(w), CpuF32::of(g)) else {
-            return Ok(false);
-        };
-        let m = self.m.get(&p.name);
-        let mv = m.and_then(CpuF32::of);
-        if m.is_some() && mv.is_none() {
-            return Ok(false);
-        }
-        match s.kind {
-            OptimKind::Sgd => {
-                let step = SgdStep {
-                    lr,
-                    momentum: s.momentum,
-                    nesterov: s.nesterov,
-                    weight_decay: wd,
-                };
-                let (nw, nb) = sgd_update(
-                    wv.slice(),
-                    gv.slice(),
-                    mv.as_ref().map(|v| v.slice()),
-                    &step,
-                );
-                drop((wv, gv, mv));
-                if let Some(nb) = nb {
-                    self.m.insert(p.name.clone(), like(w, nb)?);
-                }
-                p.var.set(&like(w, nw)?)?;
-            }
-            OptimKind::Adamw => {
-                let v = self.v.get(&p.name);
-                let vv = v.and_then(CpuF32::of);
-                if v.is_some() && vv.is_none() {
-                    return Ok(false);
-                }
-                let t = self.steps as i32;
-                let step = AdamwStep {
-                    lr,
-                    beta1: s.betas.0,
-                    beta2: s.betas.1,
-                    eps: s.eps,
-                    weight_decay: wd,
-                    bias_correction1: 1.0 - s.betas.0.powi(t),
-                    bias_correction2: 1.0 - s.betas.1.powi(t),
-                };
-                let (nw, nm, nv) = adamw_update(
-                    wv.slice(),
-                    gv.slice(),
-                    mv.as_ref().map(|v| v.slice()),
-                    vv.as_ref().map(|v| v.slice()),
-                    &step,
-                );
-                drop((wv, gv, mv, vv));
-                self.m.insert(p.name.clone(), like(w, nm)?);
-                self.v.insert(p.name.clone(), like(w, nv)?);
-                p.var.set(&like(w, nw)?)?;
-            }
-        }
-        Ok(true)
-    }
-
     /// The state as named tensors (`optim.m.<param>`, `optim.v.<param>`) for checkpoints.
     pub fn state_tensors(&self) -> HashMap<String, Tensor> {
         let mut out = HashMap::new();
@@ -243,6 +177,80 @@ impl Optimizer {
         }
         self.steps = steps;
     }
+}
+
+/// The fused update of one parameter; `false` when its tensors are not CPU f32 (or the grad
+/// is not contiguous), leaving the composed update to run.
+#[allow(clippy::too_many_arguments)]
+fn fused_update(
+    s: OptimSettings,
+    steps: u64,
+    m_state: &mut HashMap<String, Tensor>,
+    v_state: &mut HashMap<String, Tensor>,
+    p: &Param,
+    g: &Tensor,
+    lr: f64,
+    wd: f64,
+) -> Result<bool> {
+    let w = p.var.as_tensor();
+    let (Some(wv), Some(gv)) = (CpuF32::of(w), CpuF32::of(g)) else {
+        return Ok(false);
+    };
+    let m = m_state.get(&p.name);
+    let mv = m.and_then(CpuF32::of);
+    if m.is_some() && mv.is_none() {
+        return Ok(false);
+    }
+    match s.kind {
+        OptimKind::Sgd => {
+            let step = SgdStep {
+                lr,
+                momentum: s.momentum,
+                nesterov: s.nesterov,
+                weight_decay: wd,
+            };
+            let (nw, nb) = sgd_update(
+                wv.slice(),
+                gv.slice(),
+                mv.as_ref().map(|v| v.slice()),
+                &step,
+            );
+            drop((wv, gv, mv));
+            if let Some(nb) = nb {
+                m_state.insert(p.name.clone(), like(w, nb)?);
+            }
+            p.var.set(&like(w, nw)?)?;
+        }
+        OptimKind::Adamw => {
+            let v = v_state.get(&p.name);
+            let vv = v.and_then(CpuF32::of);
+            if v.is_some() && vv.is_none() {
+                return Ok(false);
+            }
+            let t = steps as i32;
+            let step = AdamwStep {
+                lr,
+                beta1: s.betas.0,
+                beta2: s.betas.1,
+                eps: s.eps,
+                weight_decay: wd,
+                bias_correction1: 1.0 - s.betas.0.powi(t),
+                bias_correction2: 1.0 - s.betas.1.powi(t),
+            };
+            let (nw, nm, nv) = adamw_update(
+                wv.slice(),
+                gv.slice(),
+                mv.as_ref().map(|v| v.slice()),
+                vv.as_ref().map(|v| v.slice()),
+                &step,
+            );
+            drop((wv, gv, mv, vv));
+            m_state.insert(p.name.clone(), like(w, nm)?);
+            v_state.insert(p.name.clone(), like(w, nv)?);
+            p.var.set(&like(w, nw)?)?;
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

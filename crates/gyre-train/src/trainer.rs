@@ -224,10 +224,8 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
             let mut line = format!("gyre: epoch {done}: kNN top-1 {:.2}%", 100.0 * acc);
             if let Some(serde_json::Value::Object(stats)) = method.take_eval_stats() {
                 for (key, v) in stats {
-                    if let Some(x) = v
-                        .as_f64()
-                        .filter(|_| key != "irc_steps" && key != "irc_pairs")
-                    {
+                    // Fractions go on the console line; counts only into the log.
+                    if let Some(x) = v.as_f64().filter(|_| v.is_f64()) {
                         line.push_str(&format!(", {key} {x:.4}"));
                     }
                     entry[key] = v;

@@ -395,16 +395,29 @@ impl CustomOp3 for ChannelAffineOp {
         &self,
         x: &Tensor,
         scale: &Tensor,
-        _shift: &Tensor,
+        shift: &Tensor,
         _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // Eval-mode BatchNorm's scale and shift come from running statistics that nobody
+        // differentiates: gradients are computed only for what is tracked.
         let dims = reduce_dims(x.rank())?;
-        let zero = scale.zeros_like()?;
-        let dx = channel_affine(dy, scale, &zero)?;
-        let dscale = (dy * x)?.sum(dims.as_slice())?;
-        let dshift = dy.sum(dims.as_slice())?;
-        Ok((Some(dx), Some(dscale), Some(dshift)))
+        let dx = if x.track_op() {
+            Some(channel_affine(dy, scale, &scale.zeros_like()?)?)
+        } else {
+            None
+        };
+        let dscale = if scale.track_op() {
+            Some((dy * x)?.sum(dims.as_slice())?)
+        } else {
+            None
+        };
+        let dshift = if shift.track_op() {
+            Some(dy.sum(dims.as_slice())?)
+        } else {
+            None
+        };
+        Ok((dx, dscale, dshift))
     }
 }
 

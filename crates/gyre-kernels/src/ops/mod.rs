@@ -19,23 +19,14 @@ pub fn fused_kernels_enabled() -> bool {
 }
 
 /// Whether `t` takes the fused CPU path: an f32 tensor on the CPU, fused kernels switched on.
-pub(crate) fn fused(t: &Tensor) -> bool {
+/// For fused ops in other crates too.
+pub fn fused(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32 && fused_kernels_enabled()
 }
 
 /// The f32 contents of a contiguous CPU tensor; `op` and `what` name it in the error. For
 /// `CustomOp` implementations in other crates too.
-pub fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str, what: &str) -> Result<&'a [f32]> {
-    cpu_f32(s, l, op, what)
-}
-
-/// The f32 contents of a contiguous CPU tensor; `op` and `what` name it in the error.
-pub(crate) fn cpu_f32<'a>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    op: &str,
-    what: &str,
-) -> Result<&'a [f32]> {
+pub fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         candle_core::bail!("{op}: {what} must be f32, got {:?}", s.dtype())
     };

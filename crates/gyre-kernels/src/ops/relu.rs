@@ -7,6 +7,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::fused;
+
 const CHUNK: usize = 1 << 14;
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
@@ -25,8 +27,6 @@ fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
         });
     out
 }
-
-use super::fused;
 
 /// `grad · (y > 0)` for a ReLU output `y`.
 struct MaskedGrad;
