@@ -61,6 +61,7 @@ pub struct BatchNorm {
     num_batches_tracked: Var,
     momentum: f64,
     eps: f64,
+    splits: usize,
 }
 
 impl BatchNorm {
@@ -107,7 +108,15 @@ impl BatchNorm {
             num_batches_tracked,
             momentum: 0.1,
             eps: 1e-5,
+            splits: 1,
         })
+    }
+
+    /// SplitBatchNorm (MoCo's CIFAR demo): in training, the batch is normalised as `splits`
+    /// interleaved sub-batches (samples `n ≡ s mod splits`), each with its own statistics; the
+    /// running statistics take the mean over the sub-batches. The batch size must divide.
+    pub fn set_splits(&mut self, splits: usize) {
+        self.splits = splits.max(1);
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -123,7 +132,35 @@ impl BatchNorm {
                 self.eps,
             );
         }
-        let (y, stats) = batch_norm_train(x, w, b, self.eps)?;
+        let s = self.splits;
+        let (y, mut stats) = if s > 1 {
+            // [N, C, …] → [N/S, S·C, …] is free for a contiguous tensor and puts sample
+            // r·S + s in channels s·C..(s+1)·C: one fused BatchNorm with S·C channels is S
+            // independent ones (the PyTorch demo's `view(-1, C·S, H, W)`).
+            let dims = x.dims().to_vec();
+            if dims.len() < 2 || !dims[0].is_multiple_of(s) {
+                gyre_kernels::candle::bail!(
+                    "SplitBatchNorm: batch {} does not divide into {s} splits",
+                    dims.first().copied().unwrap_or(0)
+                );
+            }
+            let c = dims[1];
+            let mut folded = dims.clone();
+            folded[0] /= s;
+            folded[1] *= s;
+            let xs = x.contiguous()?.reshape(folded)?;
+            let ws = w.map(|w| w.repeat(s)).transpose()?;
+            let bs = b.map(|b| b.repeat(s)).transpose()?;
+            let (y, st) = batch_norm_train(&xs, ws.as_ref(), bs.as_ref(), self.eps)?;
+            let mut st = st;
+            st.mean = st.mean.reshape((s, c))?.mean(0)?;
+            st.var = st.var.reshape((s, c))?.mean(0)?;
+            (y.reshape(dims)?, st)
+        } else {
+            batch_norm_train(x, w, b, self.eps)?
+        };
+        stats.mean = stats.mean.detach();
+        stats.var = stats.var.detach();
         let m = self.momentum;
         let unbias = if stats.count > 1 {
             stats.count as f64 / (stats.count as f64 - 1.0)
@@ -201,6 +238,55 @@ mod tests {
             .var
             .to_scalar::<i64>()?;
         assert_eq!(n, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn split_batchnorm_normalises_interleaved_sub_batches() -> Result<()> {
+        // N = 4, C = 2, 1×3 maps, 2 splits: samples {0, 2} and {1, 3} each normalised alone.
+        let mut store = ParamStore::new();
+        let init = Init::new(0, &Device::Cpu);
+        let mut bn = BatchNorm::new(&mut store, &init, "bn", 2, true)?;
+        bn.set_splits(2);
+        let w = store.get("bn.weight").unwrap().var.clone();
+        w.set(&Tensor::new(&[2f32, 0.5], &Device::Cpu)?)?;
+        let v: Vec<f32> = (0..24).map(|i| ((i * 7) % 11) as f32 - 3.0).collect();
+        let x = Tensor::from_vec(v, (4, 2, 1, 3), &Device::Cpu)?;
+        let y = bn.forward_t(&x, true)?;
+        let mut plain_store = ParamStore::new();
+        let plain = BatchNorm::new(&mut plain_store, &init, "bn", 2, true)?;
+        plain_store
+            .get("bn.weight")
+            .unwrap()
+            .var
+            .set(w.as_tensor())?;
+        let mut means = Vec::new();
+        for s in 0..2u32 {
+            let idx = Tensor::new(&[s, s + 2], &Device::Cpu)?;
+            let xs = x.index_select(&idx, 0)?;
+            let want = plain
+                .forward_t(&xs, true)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let got = y.index_select(&idx, 0)?.flatten_all()?.to_vec1::<f32>()?;
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-5, "split {s}: {got:?} vs {want:?}");
+            }
+            means.push(
+                xs.transpose(0, 1)?
+                    .flatten_from(1)?
+                    .mean(1)?
+                    .to_vec1::<f32>()?,
+            );
+        }
+        // Running mean: 0.1 × the mean over splits of the split means.
+        let rm = store.get("bn.running_mean").unwrap().var.to_vec1::<f32>()?;
+        for c in 0..2 {
+            let want = 0.1 * (means[0][c] + means[1][c]) / 2.0;
+            assert!((rm[c] - want).abs() < 1e-6, "{rm:?}");
+        }
+        // A batch that does not divide is an error, not a panic.
+        assert!(bn.forward_t(&x.narrow(0, 0, 3)?, true).is_err());
         Ok(())
     }
 }

@@ -51,6 +51,15 @@ pub struct ResNetConfig {
     pub widths: Vec<usize>,
     pub stem: Stem,
     pub in_channels: usize,
+    /// SplitBatchNorm (MoCo's CIFAR demo): in training, every BatchNorm normalises each of this
+    /// many interleaved sub-batches (samples `n ≡ s mod splits`) with its own statistics, which
+    /// simulates per-GPU BatchNorm on one device. 1 = plain BatchNorm.
+    #[serde(default = "one")]
+    pub bn_splits: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl ResNetConfig {
@@ -90,6 +99,7 @@ impl ResNetConfig {
             widths,
             stem,
             in_channels,
+            bn_splits: 1,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -100,7 +110,16 @@ impl ResNetConfig {
         self
     }
 
+    /// Uses SplitBatchNorm with `splits` sub-batches (see [`Self::bn_splits`]).
+    pub fn with_bn_splits(mut self, splits: usize) -> Self {
+        self.bn_splits = splits;
+        self
+    }
+
     pub fn validate(&self) -> std::result::Result<(), EncoderError> {
+        if self.bn_splits == 0 {
+            return Err(EncoderError::Config("bn_splits must be at least 1".into()));
+        }
         if self.depths.is_empty() || self.depths.len() != self.widths.len() {
             return Err(EncoderError::Config(format!(
                 "depths ({}) and widths ({}) must be non-empty and of equal length",
@@ -173,6 +192,16 @@ impl ResBlock {
         })
     }
 
+    fn set_bn_splits(&mut self, splits: usize) {
+        for b in self
+            .bns
+            .iter_mut()
+            .chain(self.downsample.iter_mut().map(|d| &mut d.1))
+        {
+            b.set_splits(splits);
+        }
+    }
+
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let last = self.convs.len() - 1;
         let mut h = x.clone();
@@ -220,7 +249,8 @@ impl ResNet {
                 Conv2d::new(&mut store, &init, "conv1", config.in_channels, w0, 7, 2, 3)?
             }
         };
-        let bn1 = BatchNorm::new(&mut store, &init, "bn1", w0, true)?;
+        let mut bn1 = BatchNorm::new(&mut store, &init, "bn1", w0, true)?;
+        bn1.set_splits(config.bn_splits);
         let mut blocks = Vec::new();
         let mut c_in = w0;
         for (s, (&depth, &width)) in config.depths.iter().zip(&config.widths).enumerate() {
@@ -236,6 +266,10 @@ impl ResNet {
                     width,
                     stride,
                 )?);
+                blocks
+                    .last_mut()
+                    .expect("pushed")
+                    .set_bn_splits(config.bn_splits);
                 c_in = width * config.block.expansion();
             }
         }
@@ -352,6 +386,7 @@ mod tests {
             widths: vec![8, 16],
             stem: Stem::Imagenet,
             in_channels: 5,
+            bn_splits: 1,
         };
         let net = ResNet::new(cfg, 0, &Device::Cpu).unwrap();
         let x = Tensor::ones((2, 5, 33, 33), DType::F32, &Device::Cpu)?;

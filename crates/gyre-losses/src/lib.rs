@@ -6,20 +6,32 @@
 //! file says which reference convention that matches.
 
 pub mod auto_pair;
+pub mod byol;
 pub mod circulation;
 pub mod crw;
+pub mod info_nce;
+pub mod interclr;
 pub mod normalize;
 pub mod nt_xent;
+pub mod reco;
+pub mod ressl;
+pub mod simsiam;
 pub mod softmax;
 #[cfg(test)]
 pub(crate) mod testing;
 
 pub use auto_pair::{auto_pair, AutoPairOptions, AutoPairs};
+pub use byol::{byol_loss, cosine_rows};
 pub use circulation::{
     circulation_loss, circulation_loss_blocks, circulation_loss_composed, circulation_loss_dense,
     Circulation, CirculationOptions,
 };
 pub use crw::{crw_loss, CrwOutput, EdgeDropout};
+pub use info_nce::{info_nce, logits_ce_first};
+pub use interclr::inter_loss;
 pub use normalize::l2_normalize;
 pub use nt_xent::{nt_xent, nt_xent_extra_positives};
+pub use reco::{cutmix_kept_fraction, interpolation_target, local_relation_loss};
+pub use ressl::{ressl_loss, soft_cross_entropy};
+pub use simsiam::simsiam_loss;
 pub use softmax::softmax_rows;

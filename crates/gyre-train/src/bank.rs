@@ -32,6 +32,30 @@ impl FifoBank {
         }
     }
 
+    /// A full bank whose every field row is an L2-normalised Gaussian draw (MoCo's queue starts
+    /// as `normalize(randn)`), keyed on `seed`: the same seed, the same queue.
+    pub fn with_noise(capacity: usize, dims: &[usize], seed: u64) -> Self {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        let mut bank = Self::new(capacity, dims);
+        for (f, &d) in dims.iter().enumerate() {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&seed.to_le_bytes());
+            key[8..16].copy_from_slice(&(f as u64).to_le_bytes());
+            key[16..24].copy_from_slice(b"gyrequeu");
+            let mut rng = rand_chacha::ChaCha8Rng::from_seed(key);
+            for row in bank.data[f].chunks_mut(d.max(1)) {
+                for x in row.iter_mut() {
+                    *x = StandardNormal.sample(&mut rng);
+                }
+                let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                row.iter_mut().for_each(|x| *x /= n);
+            }
+        }
+        bank.len = capacity;
+        bank
+    }
+
     /// Rows filled so far (at most the capacity).
     pub fn len(&self) -> usize {
         self.len
@@ -138,6 +162,27 @@ mod tests {
             q.labels(),
             &[NO_LABEL, NO_LABEL, NO_LABEL, NO_LABEL, 1, 2, 3, 4]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn noise_queue_is_full_unit_rows_and_seeded() -> Result<()> {
+        let q = FifoBank::with_noise(6, &[4], 3);
+        assert_eq!((q.len(), q.pointer()), (6, 0));
+        let v = q.field(0, &Device::Cpu)?.to_vec2::<f32>()?;
+        for r in &v {
+            let n: f32 = r.iter().map(|x| x * x).sum();
+            assert!((n - 1.0).abs() < 1e-5, "{r:?}");
+        }
+        assert_ne!(v[0], v[1]);
+        let again = FifoBank::with_noise(6, &[4], 3)
+            .field(0, &Device::Cpu)?
+            .to_vec2::<f32>()?;
+        assert_eq!(v, again);
+        let other = FifoBank::with_noise(6, &[4], 4)
+            .field(0, &Device::Cpu)?
+            .to_vec2::<f32>()?;
+        assert_ne!(v, other);
         Ok(())
     }
 

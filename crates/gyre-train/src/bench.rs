@@ -44,11 +44,7 @@ pub fn step_bench(case: &StepCase, device: &Device) -> anyhow::Result<Value> {
         2048
     };
     let head = ProjectionHead::new(
-        ProjectionHeadConfig {
-            input: backbone.feature_dim(),
-            hidden,
-            output: 128,
-        },
+        ProjectionHeadConfig::new(backbone.feature_dim(), hidden, 128),
         0,
         "projector",
         device,

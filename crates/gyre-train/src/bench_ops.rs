@@ -134,11 +134,7 @@ pub fn ops_bench(images: usize, reps: usize) -> anyhow::Result<Vec<Value>> {
         &dev,
     )?;
     let head = ProjectionHead::new(
-        ProjectionHeadConfig {
-            input: 512,
-            hidden: 2048,
-            output: 128,
-        },
+        ProjectionHeadConfig::new(512, 2048, 128),
         0,
         "projector",
         &dev,

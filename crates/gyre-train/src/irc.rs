@@ -77,11 +77,7 @@ impl IrcPlugin {
         params: &mut ParamStore,
     ) -> Result<Self> {
         let head = ProjectionHead::new(
-            ProjectionHeadConfig {
-                input: feature_dim,
-                hidden: cfg.head_hidden,
-                output: cfg.head_output,
-            },
+            ProjectionHeadConfig::new(feature_dim, cfg.head_hidden, cfg.head_output),
             seed,
             "cycle_projector",
             device,

@@ -5,7 +5,9 @@ pub mod bank;
 pub mod bench;
 pub mod bench_ops;
 pub mod checkpoint;
+pub mod cluster_bank;
 pub mod data_setup;
+pub mod ema;
 pub mod eval;
 pub mod irc;
 pub mod knn;
@@ -14,6 +16,7 @@ pub mod metrics;
 pub mod optim;
 pub mod recipe;
 pub mod schedule;
+pub mod teacher;
 pub mod trainer;
 
 pub use recipe::Recipe;

@@ -87,6 +87,9 @@ fn d_prefetch() -> usize {
 pub struct EncoderConfig {
     /// `resnet-mini`, `resnet18`, `resnet34` or `resnet50`.
     pub arch: String,
+    /// SplitBatchNorm sub-batches in the backbone (MoCo's CIFAR demo uses 8); 1 = plain BN.
+    #[serde(default = "d_one")]
+    pub bn_splits: usize,
     /// Overrides the preset's stem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stem: Option<Stem>,
@@ -97,18 +100,233 @@ pub struct EncoderConfig {
 pub struct HeadConfig {
     pub hidden: usize,
     pub output: usize,
+    /// Linear layers of the projector.
+    #[serde(default = "d_two")]
+    pub layers: usize,
+    /// BatchNorm on the hidden layers (SimCLR, BYOL, SimSiam); MoCo v2 and ReSSL have none.
+    #[serde(default = "d_true")]
+    pub batch_norm: bool,
+    /// A BatchNorm without affine parameters on the output (SimSiam).
+    #[serde(default)]
+    pub output_bn: bool,
+}
+fn d_two() -> usize {
+    2
 }
 
-/// The method and its loss settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+impl HeadConfig {
+    /// The projector over features of width `input`.
+    pub fn projector(&self, input: usize) -> gyre_encoders::ProjectionHeadConfig {
+        gyre_encoders::ProjectionHeadConfig {
+            input,
+            hidden: self.hidden,
+            output: self.output,
+            layers: self.layers,
+            hidden_bn: self.batch_norm,
+            output_bn: self.output_bn,
+        }
+    }
+}
+
+/// The self-supervised methods gyre implements (docs/methods.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodName {
+    Simclr,
+    Mocov2,
+    Byol,
+    Simsiam,
+    Ressl,
+    Reco,
+    Interclr,
+}
+
+impl MethodName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodName::Simclr => "simclr",
+            MethodName::Mocov2 => "mocov2",
+            MethodName::Byol => "byol",
+            MethodName::Simsiam => "simsiam",
+            MethodName::Ressl => "ressl",
+            MethodName::Reco => "reco",
+            MethodName::Interclr => "interclr",
+        }
+    }
+
+    /// How many views the method's step takes, and what they are (for messages).
+    pub fn views(self) -> (usize, &'static str) {
+        match self {
+            MethodName::Ressl => (2, "the student's strong view, then the teacher's weak view"),
+            MethodName::Reco => (3, "query (strong), key (strong), weak key"),
+            _ => (2, "two views of each image"),
+        }
+    }
+
+    /// The `[method]` keys the method reads (besides `name` and `views`).
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            MethodName::Simclr => &["temperature"],
+            MethodName::Mocov2 => &[
+                "temperature",
+                "queue",
+                "momentum",
+                "momentum_final",
+                "symmetric",
+            ],
+            MethodName::Byol => &["momentum", "momentum_final", "predictor_hidden"],
+            MethodName::Simsiam => &["predictor_hidden"],
+            MethodName::Ressl => &[
+                "temperature",
+                "teacher_temperature",
+                "queue",
+                "momentum",
+                "momentum_final",
+                "predictor",
+                "predictor_hidden",
+                "nce_warmup_epochs",
+                "nce_temperature",
+            ],
+            MethodName::Reco => &[
+                "temperature",
+                "relation_temperature",
+                "teacher_temperature",
+                "queue",
+                "momentum",
+                "momentum_final",
+                "global_weight",
+                "local_weight",
+            ],
+            MethodName::Interclr => &[
+                "temperature",
+                "queue",
+                "momentum",
+                "momentum_final",
+                "intra_weight",
+                "inter_weight",
+                "margin",
+                "clusters",
+                "min_cluster",
+                "centroid_every",
+                "pool",
+                "negatives",
+                "kmeans_warmup_epochs",
+            ],
+        }
+    }
+}
+
+/// The method and its loss settings. Which keys a method reads, and their defaults (the
+/// published values of `methods.md`), are listed in docs/recipes.md; a key the named method does
+/// not read is an error.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MethodConfig {
-    /// `simclr`.
-    pub name: String,
-    /// Loss temperature τ.
-    pub temperature: f64,
+    pub name: Option<MethodName>,
     /// The `[augment.*]` pipeline of each view, in order.
+    #[serde(default)]
     pub views: Vec<String>,
+    /// τ of the contrastive loss (SimCLR, MoCo, ReCo's MoCo part, InterCLR); ReSSL's student τ_s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// τ_t of the teacher's relation distribution (ReSSL, ReCo); 0.04.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_temperature: Option<f64>,
+    /// ReCo's student τ_s of the global relation; 0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relation_temperature: Option<f64>,
+    /// K, rows of the queue (a multiple of the keys enqueued per step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<usize>,
+    /// EMA momentum of the teacher (at the start, when `momentum_final` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f64>,
+    /// With it, the momentum follows BYOL's cosine schedule from `momentum` to this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum_final: Option<f64>,
+    /// MoCo: the symmetric loss `(L(q1, k2) + L(q2, k1)) / 2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symmetric: Option<bool>,
+    /// ReSSL (TPAMI): an asymmetric predictor on the student [P].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictor: Option<bool>,
+    /// Hidden width of the predictor (BYOL, SimSiam, ReSSL's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictor_hidden: Option<usize>,
+    /// ReSSL (TPAMI): epochs over which InfoNCE cross-fades linearly into the relational loss [P].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nce_warmup_epochs: Option<f64>,
+    /// τ of that InfoNCE warm-up; 0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nce_temperature: Option<f64>,
+    /// ReCo: λ1 (global relation) and λ2 (local interpolation); 1 and 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_weight: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_weight: Option<f64>,
+    /// InterCLR: weights of the intra and inter terms; 0.75 and 0.25.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intra_weight: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inter_weight: Option<f64>,
+    /// InterCLR: cosine margin on the inter positive; −0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin: Option<f64>,
+    /// InterCLR: online k-means clusters, their minimum size, and the centroid refresh interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_cluster: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub centroid_every: Option<usize>,
+    /// InterCLR: semi-hard pool size and negatives drawn from it per query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negatives: Option<usize>,
+    /// InterCLR: intra-only epochs before the first k-means.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kmeans_warmup_epochs: Option<usize>,
+}
+
+impl MethodConfig {
+    /// The method (validation guarantees it is set).
+    pub fn kind(&self) -> MethodName {
+        self.name.unwrap_or(MethodName::Simclr)
+    }
+
+    /// The keys set in this section, for the "does the method read it" check.
+    fn set_keys(&self) -> Vec<&'static str> {
+        let mut k = Vec::new();
+        macro_rules! chk {
+            ($($f:ident),*) => {$( if self.$f.is_some() { k.push(stringify!($f)); } )*};
+        }
+        chk!(
+            temperature,
+            teacher_temperature,
+            relation_temperature,
+            queue,
+            momentum,
+            momentum_final,
+            symmetric,
+            predictor,
+            predictor_hidden,
+            nce_warmup_epochs,
+            nce_temperature,
+            global_weight,
+            local_weight,
+            intra_weight,
+            inter_weight,
+            margin,
+            clusters,
+            min_cluster,
+            centroid_every,
+            pool,
+            negatives,
+            kmeans_warmup_epochs
+        );
+        k
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -408,18 +626,96 @@ impl Recipe {
                 ),
             );
         }
-        if self.method.name != "simclr" {
+        let Some(method) = self.method.name else {
             return bad(
                 "method.name",
-                format!("unknown method '{}': expected simclr", self.method.name),
+                "missing: one of simclr, mocov2, byol, simsiam, ressl, reco, interclr".into(),
             );
+        };
+        for key in self.method.set_keys() {
+            if !method.keys().contains(&key) {
+                return bad(
+                    &format!("method.{key}"),
+                    format!(
+                        "{} does not use it (it reads: {})",
+                        method.as_str(),
+                        method.keys().join(", ")
+                    ),
+                );
+            }
         }
-        positive("method.temperature", self.method.temperature)?;
-        if self.method.views.len() != 2 {
+        let m = &self.method;
+        for (key, v) in [
+            ("temperature", m.temperature),
+            ("teacher_temperature", m.teacher_temperature),
+            ("relation_temperature", m.relation_temperature),
+            ("nce_temperature", m.nce_temperature),
+        ] {
+            if let Some(v) = v {
+                positive(&format!("method.{key}"), v)?;
+            }
+        }
+        for (key, v) in [
+            ("global_weight", m.global_weight),
+            ("local_weight", m.local_weight),
+            ("intra_weight", m.intra_weight),
+            ("inter_weight", m.inter_weight),
+            ("nce_warmup_epochs", m.nce_warmup_epochs),
+        ] {
+            if let Some(v) = v.filter(|v| !(*v >= 0.0 && v.is_finite())) {
+                return bad(&format!("method.{key}"), format!("must be ≥ 0, got {v}"));
+            }
+        }
+        if let Some(v) = m.margin.filter(|v| !v.is_finite()) {
+            return bad("method.margin", format!("must be finite, got {v}"));
+        }
+        for (key, v) in [
+            ("momentum", m.momentum),
+            ("momentum_final", m.momentum_final),
+        ] {
+            if let Some(v) = v.filter(|v| !(0.0..=1.0).contains(v)) {
+                return bad(
+                    &format!("method.{key}"),
+                    format!("must be in [0, 1], got {v}"),
+                );
+            }
+        }
+        for (key, v) in [
+            ("predictor_hidden", m.predictor_hidden),
+            ("clusters", m.clusters),
+            ("centroid_every", m.centroid_every),
+            ("pool", m.pool),
+            ("negatives", m.negatives),
+        ] {
+            if v == Some(0) {
+                return bad(&format!("method.{key}"), "must be positive".into());
+            }
+        }
+        if let (Some(n), Some(p)) = (m.negatives, m.pool) {
+            if n > p {
+                return bad(
+                    "method.negatives",
+                    format!("{n} negatives cannot be drawn from a pool of {p}"),
+                );
+            }
+        }
+        if let Some(k) = m.queue {
+            // Keys enqueued per step: both views' keys for symmetric MoCo, one batch otherwise.
+            let per_step = self.train.batch_size * if m.symmetric == Some(true) { 2 } else { 1 };
+            if k == 0 || !k.is_multiple_of(per_step) {
+                return bad(
+                    "method.queue",
+                    format!("must be a positive multiple of the {per_step} keys enqueued per step, got {k}"),
+                );
+            }
+        }
+        let (n_views, what) = method.views();
+        if self.method.views.len() != n_views {
             return bad(
                 "method.views",
                 format!(
-                    "simclr needs exactly 2 views, got {}",
+                    "{} needs {n_views} views ({what}), got {}",
+                    method.as_str(),
                     self.method.views.len()
                 ),
             );
@@ -460,10 +756,30 @@ impl Recipe {
         if let Err(e) = gyre_encoders::ResNetConfig::preset(&self.encoder.arch, channels) {
             return bad("encoder.arch", e.to_string());
         }
-        if self.head.hidden == 0 || self.head.output == 0 {
-            return bad("head", "hidden and output must be positive".into());
+        if self.head.hidden == 0 || self.head.output == 0 || self.head.layers == 0 {
+            return bad("head", "hidden, output and layers must be positive".into());
+        }
+        if self.encoder.bn_splits == 0
+            || !self.train.batch_size.is_multiple_of(self.encoder.bn_splits)
+        {
+            return bad(
+                "encoder.bn_splits",
+                format!(
+                    "must divide train.batch_size ({}), got {}",
+                    self.train.batch_size, self.encoder.bn_splits
+                ),
+            );
         }
         if let Some(irc) = &self.irc {
+            if !matches!(method, MethodName::Simclr | MethodName::Mocov2) {
+                return bad(
+                    "irc",
+                    format!(
+                        "the IRC plug-in works with simclr and mocov2 so far, not {}",
+                        method.as_str()
+                    ),
+                );
+            }
             positive("irc.temperature", irc.temperature)?;
             if !(irc.weight >= 0.0 && irc.weight.is_finite()) {
                 return bad("irc.weight", format!("must be ≥ 0, got {}", irc.weight));
@@ -588,7 +904,7 @@ mod tests {
     #[test]
     fn default_recipe_parses_and_round_trips() {
         let r = Recipe::default_recipe(&[]).unwrap();
-        assert_eq!(r.method.name, "simclr");
+        assert_eq!(r.method.kind(), MethodName::Simclr);
         let again = Recipe::parse(&r.to_toml(), "resolved", &[]).unwrap();
         assert_eq!(again.to_toml(), r.to_toml());
     }
@@ -632,5 +948,62 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn every_recipe_in_the_repo_parses_and_round_trips() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
+        let mut seen = std::collections::BTreeSet::new();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let r = Recipe::load(&p, &[]).unwrap_or_else(|e| panic!("{e}"));
+                let again = Recipe::parse(&r.to_toml(), "resolved", &[]).unwrap();
+                assert_eq!(again.to_toml(), r.to_toml(), "{}", p.display());
+                seen.insert(r.method.kind().as_str());
+            }
+        }
+        // Every method has a recipe.
+        for m in [
+            "simclr", "mocov2", "byol", "simsiam", "ressl", "reco", "interclr",
+        ] {
+            assert!(seen.contains(m), "no recipe for {m}");
+        }
+    }
+
+    #[test]
+    fn method_keys_are_checked_against_the_method() {
+        let e = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            Recipe::default_recipe(&sets).unwrap_err().to_string()
+        };
+        assert_eq!(
+            e(&["method.queue=4096"]),
+            "<embedded>/recipes/default.toml: method.queue: simclr does not use it (it reads: temperature)"
+        );
+        let moco = ["method.name=mocov2", "train.batch_size=128"];
+        assert!(e(&[&moco[..], &["method.queue=1000"]].concat()).contains(
+            "method.queue: must be a positive multiple of the 128 keys enqueued per step"
+        ));
+        assert!(
+            e(&[&moco[..], &["method.queue=128", "method.symmetric=true"]].concat())
+                .contains("multiple of the 256 keys")
+        );
+        assert!(e(&[&moco[..], &["method.momentum=1.5"]].concat())
+            .contains("method.momentum: must be in [0, 1], got 1.5"));
+        assert!(e(&["method.name=reco"]).contains(
+            "method.views: reco needs 3 views (query (strong), key (strong), weak key), got 2"
+        ));
+        assert!(e(&["method.name=dino"]).contains("unknown variant `dino`"));
+        assert!(e(&["encoder.bn_splits=3"]).contains("encoder.bn_splits: must divide"));
+        assert!(e(&["method.name=byol", "method.temperature=0.1"])
+            .contains("method.temperature: byol does not use it"));
+        let ok = Recipe::default_recipe(&[
+            "method.name=mocov2".into(),
+            "method.queue=512".into(),
+            "method.symmetric=true".into(),
+        ])
+        .unwrap();
+        assert_eq!(ok.method.queue, Some(512));
     }
 }

@@ -72,7 +72,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
     let (mean, std) = (recipe.data.mean.clone(), recipe.data.std.clone());
     let channels = pretrain.channels;
 
-    let mut method: Box<dyn Method> = method::build(recipe, channels, &device)?;
+    let mut method: Box<dyn Method> = method::build(recipe, channels, pretrain.len(), &device)?;
     let views = recipe
         .method
         .views
@@ -175,7 +175,11 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
         for mut batch in loader.epoch(epoch, 0) {
             let lr = schedule.at(step);
             let x = views_to_tensors(&mut batch, &device)?;
-            let ctx = StepContext { step, total_steps };
+            let ctx = StepContext {
+                step,
+                total_steps,
+                steps_per_epoch,
+            };
             let out = method.step(&x, &batch, ctx)?;
             let loss = out
                 .loss
@@ -190,6 +194,8 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
             }
             let grads = out.loss.backward()?;
             optim.step(&grads, lr)?;
+            drop(grads);
+            method.after_step(ctx)?;
             step += 1;
             last_loss = loss;
             window.1 += 1;

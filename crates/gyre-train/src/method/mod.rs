@@ -1,14 +1,35 @@
-//! Methods: an encoder, a head, a loss and the views they need, composed on shared machinery.
-//! The trainer drives any `Method` the same way: views in, a scalar loss with autograd out.
+//! Methods: an encoder, a head, a loss and the views they need, composed on shared machinery
+//! (EMA teachers in [`crate::teacher`], queues and banks in [`crate::bank`], the IRC plug-in in
+//! [`crate::irc`]). The trainer drives any `Method` the same way.
+//!
+//! The update order of one step (`methods.md` §9.9), the same for every method:
+//! 1. EMA update of the teacher — first thing in [`Method::step`];
+//! 2. teacher (key) forward passes, Shuffle-BN — in `step`;
+//! 3. losses — `step` returns them; queues are read here, before this batch is added;
+//! 4. backward and optimiser step — the trainer;
+//! 5. enqueue keys, write banks, relabel — [`Method::after_step`];
+//! 6. periodic refreshes (InterCLR's centroids) — `after_step`.
 
+pub mod byol;
+pub mod interclr;
+pub mod moco;
+pub mod reco;
+pub mod ressl;
 pub mod simclr;
+pub mod simsiam;
 
-use crate::recipe::Recipe;
+use crate::recipe::{MethodName, Recipe};
 use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
 
+pub use byol::Byol;
+pub use interclr::InterClr;
+pub use moco::MocoV2;
+pub use reco::Reco;
+pub use ressl::Ressl;
 pub use simclr::SimClr;
+pub use simsiam::SimSiam;
 
 /// What one step of a method produced.
 pub struct StepOutput {
@@ -18,24 +39,38 @@ pub struct StepOutput {
     pub logs: Vec<(&'static str, f64)>,
 }
 
-/// Where in training a step is (schedules inside methods: ramps, momentum).
+/// Where in training a step is (schedules inside methods: ramps, momentum, warm-ups).
 #[derive(Debug, Clone, Copy)]
 pub struct StepContext {
     /// Steps done before this one.
     pub step: u64,
     /// Steps in the whole run.
     pub total_steps: u64,
+    /// Steps per epoch.
+    pub steps_per_epoch: u64,
+}
+
+impl StepContext {
+    /// Epochs done before this step, fractional.
+    pub fn epoch_progress(&self) -> f64 {
+        self.step as f64 / self.steps_per_epoch.max(1) as f64
+    }
 }
 
 /// A self-supervised method.
 pub trait Method {
     fn name(&self) -> &'static str;
-    /// Every tensor of the method (backbone under `backbone.`, heads under their names).
+    /// The trained tensors of the method (backbone under `backbone.`, heads under their names);
+    /// teachers and queues are not in it.
     fn params(&self) -> &ParamStore;
     /// The encoder whose features are evaluated and exported.
     fn backbone(&self) -> &ResNet;
-    /// The loss of one batch; `views[v]` is `[B, C, H, W]` on the training device.
+    /// Steps 1–3: the loss of one batch; `views[v]` is `[B, C, H, W]` on the training device.
     fn step(&mut self, views: &[Tensor], batch: &Batch, ctx: StepContext) -> Result<StepOutput>;
+    /// Steps 5–6, after the optimiser step: queue and bank writes, periodic refreshes.
+    fn after_step(&mut self, _ctx: StepContext) -> Result<()> {
+        Ok(())
+    }
     /// Diagnostics accumulated since the last call, logged with each evaluation (IRC: cycle
     /// accuracy and auto-pair precision); `None` when the method has none.
     fn take_eval_stats(&mut self) -> Option<serde_json::Value> {
@@ -43,16 +78,23 @@ pub trait Method {
     }
 }
 
-/// Builds the method a recipe names.
+/// Builds the method a recipe names, for images of `in_channels` channels and a pretraining set
+/// of `dataset_len` images (InterCLR's memory bank has a row per image).
 pub fn build(
     recipe: &Recipe,
     in_channels: usize,
+    dataset_len: usize,
     device: &Device,
 ) -> anyhow::Result<Box<dyn Method>> {
-    match recipe.method.name.as_str() {
-        "simclr" => Ok(Box::new(SimClr::new(recipe, in_channels, device)?)),
-        other => anyhow::bail!("unknown method '{other}'"),
-    }
+    Ok(match recipe.method.kind() {
+        MethodName::Simclr => Box::new(SimClr::new(recipe, in_channels, device)?),
+        MethodName::Mocov2 => Box::new(MocoV2::new(recipe, in_channels, device)?),
+        MethodName::Byol => Box::new(Byol::new(recipe, in_channels, device)?),
+        MethodName::Simsiam => Box::new(SimSiam::new(recipe, in_channels, device)?),
+        MethodName::Ressl => Box::new(Ressl::new(recipe, in_channels, device)?),
+        MethodName::Reco => Box::new(Reco::new(recipe, in_channels, device)?),
+        MethodName::Interclr => Box::new(InterClr::new(recipe, in_channels, dataset_len, device)?),
+    })
 }
 
 /// The recipe's backbone, built with the recipe's seed.
@@ -61,7 +103,8 @@ pub fn build_backbone(
     in_channels: usize,
     device: &Device,
 ) -> anyhow::Result<ResNet> {
-    let mut cfg = gyre_encoders::ResNetConfig::preset(&recipe.encoder.arch, in_channels)?;
+    let mut cfg = gyre_encoders::ResNetConfig::preset(&recipe.encoder.arch, in_channels)?
+        .with_bn_splits(recipe.encoder.bn_splits);
     if let Some(stem) = recipe.encoder.stem {
         cfg = cfg.with_stem(stem);
     }

@@ -10,7 +10,7 @@ use super::{build_backbone, Method, StepContext, StepOutput};
 use crate::irc::IrcPlugin;
 use crate::recipe::Recipe;
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
+use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
 use gyre_losses::{nt_xent, nt_xent_extra_positives};
 
@@ -25,11 +25,7 @@ pub struct SimClr {
 impl SimClr {
     pub fn new(recipe: &Recipe, in_channels: usize, device: &Device) -> anyhow::Result<Self> {
         let backbone = build_backbone(recipe, in_channels, device)?;
-        let hc = ProjectionHeadConfig {
-            input: backbone.feature_dim(),
-            hidden: recipe.head.hidden,
-            output: recipe.head.output,
-        };
+        let hc = recipe.head.projector(backbone.feature_dim());
         let head = ProjectionHead::new(hc, recipe.seed, "projector", device)?;
         let mut params = ParamStore::new();
         params.extend_prefixed("backbone", backbone.params());
@@ -48,7 +44,7 @@ impl SimClr {
         Ok(Self {
             backbone,
             head,
-            tau: recipe.method.temperature,
+            tau: recipe.method.temperature.unwrap_or(0.2),
             params,
             irc,
         })

@@ -1,0 +1,134 @@
+//! ReSSL (Zheng et al., NeurIPS 2021; TPAMI 2024): the student sees a strong view, the momentum
+//! teacher (Shuffle-BN) a weak one (crop + flip only); the student's similarity distribution over
+//! a queue of past teacher embeddings is trained to match the teacher's sharper one
+//! ([`ressl_loss`], τ_s = `temperature` = 0.1, τ_t = `teacher_temperature` = 0.04). The queue is
+//! read before this batch's teacher embeddings are enqueued (after the step). Views:
+//! `[strong, weak]`. The projector has no BatchNorm (`[head] batch_norm = false`).
+//!
+//! The TPAMI additions, as switches [P] (their internals are not public; `methods.md` §4.4):
+//! - `predictor = true`: a BYOL-style `Linear – BN – ReLU – Linear` on the student only.
+//! - `nce_warmup_epochs = E_w`: `L = (1 − α)·InfoNCE + α·L_ReSSL` with α rising linearly from 0
+//!   to 1 over the first E_w epochs; the InfoNCE uses the teacher's embedding of the weak view as
+//!   the positive and the same queue as negatives, at `nce_temperature` (0.2).
+
+use super::{build_backbone, Method, StepContext, StepOutput};
+use crate::bank::FifoBank;
+use crate::ema::MomentumSchedule;
+use crate::recipe::Recipe;
+use crate::teacher::MomentumEncoder;
+use gyre_data::Batch;
+use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
+use gyre_kernels::{Device, Result, Tensor};
+use gyre_losses::{info_nce, l2_normalize, ressl_loss};
+
+pub struct Ressl {
+    backbone: ResNet,
+    projector: ProjectionHead,
+    predictor: Option<ProjectionHead>,
+    teacher: MomentumEncoder,
+    queue: FifoBank,
+    pending: Option<Tensor>,
+    tau_s: f64,
+    tau_t: f64,
+    nce_warmup_epochs: f64,
+    nce_tau: f64,
+    params: ParamStore,
+}
+
+impl Ressl {
+    pub fn new(recipe: &Recipe, in_channels: usize, device: &Device) -> anyhow::Result<Self> {
+        let m = &recipe.method;
+        let backbone = build_backbone(recipe, in_channels, device)?;
+        let hc = recipe.head.projector(backbone.feature_dim());
+        let projector = ProjectionHead::new(hc, recipe.seed, "projector", device)?;
+        let schedule = MomentumSchedule::new(m.momentum.unwrap_or(0.99), m.momentum_final);
+        let teacher = MomentumEncoder::new(
+            &backbone,
+            &projector,
+            hc,
+            schedule,
+            recipe.seed,
+            true,
+            device,
+        )?;
+        let mut params = ParamStore::new();
+        params.extend_prefixed("backbone", backbone.params());
+        params.extend_prefixed("projector", projector.params());
+        let predictor = if m.predictor.unwrap_or(false) {
+            let pc = ProjectionHeadConfig::new(
+                hc.output,
+                m.predictor_hidden.unwrap_or(hc.hidden),
+                hc.output,
+            );
+            let p = ProjectionHead::new(pc, recipe.seed, "predictor", device)?;
+            params.extend_prefixed("predictor", p.params());
+            Some(p)
+        } else {
+            None
+        };
+        Ok(Self {
+            backbone,
+            projector,
+            predictor,
+            teacher,
+            queue: FifoBank::with_noise(m.queue.unwrap_or(4096), &[hc.output], recipe.seed),
+            pending: None,
+            tau_s: m.temperature.unwrap_or(0.1),
+            tau_t: m.teacher_temperature.unwrap_or(0.04),
+            nce_warmup_epochs: m.nce_warmup_epochs.unwrap_or(0.0),
+            nce_tau: m.nce_temperature.unwrap_or(0.2),
+            params,
+        })
+    }
+}
+
+impl Method for Ressl {
+    fn name(&self) -> &'static str {
+        "ressl"
+    }
+
+    fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    fn backbone(&self) -> &ResNet {
+        &self.backbone
+    }
+
+    fn step(&mut self, views: &[Tensor], _batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
+        self.teacher.update(ctx)?;
+        let queue = self.queue.field(0, views[0].device())?;
+        let mut z_s = self
+            .projector
+            .forward_t(&self.backbone.forward_t(&views[0], true)?, true)?;
+        if let Some(p) = &self.predictor {
+            z_s = p.forward_t(&z_s, true)?;
+        }
+        let z_t = self.teacher.encode(&views[1], ctx, 1)?.embeddings;
+        let rel = ressl_loss(&z_s, &z_t, &queue, self.tau_s, self.tau_t)?;
+        let mut logs = vec![("momentum", self.teacher.last_momentum)];
+        let alpha = if self.nce_warmup_epochs > 0.0 {
+            (ctx.epoch_progress() / self.nce_warmup_epochs).min(1.0)
+        } else {
+            1.0
+        };
+        let loss = if alpha < 1.0 {
+            let nce = info_nce(&z_s, &z_t, &queue, self.nce_tau)?;
+            logs.push(("relation_loss", rel.to_scalar::<f32>()? as f64));
+            logs.push(("nce_loss", nce.to_scalar::<f32>()? as f64));
+            logs.push(("relation_alpha", alpha));
+            ((nce * (1.0 - alpha))? + (rel * alpha)?)?
+        } else {
+            rel
+        };
+        self.pending = Some(l2_normalize(&z_t)?);
+        Ok(StepOutput { loss, logs })
+    }
+
+    fn after_step(&mut self, _ctx: StepContext) -> Result<()> {
+        if let Some(k) = self.pending.take() {
+            self.queue.push(&[&k], None)?;
+        }
+        Ok(())
+    }
+}

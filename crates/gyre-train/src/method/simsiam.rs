@@ -1,0 +1,70 @@
+//! SimSiam (Chen & He, CVPR 2021): one encoder, a predictor on one branch and a stop-gradient on
+//! the other; no negatives, no momentum encoder. `L = ½ D(p1, z2) + ½ D(p2, z1)` with
+//! [`simsiam_loss`]. The reference projector is three layers ending in a BatchNorm without affine
+//! parameters (`[head] layers = 3, output_bn = true`); the predictor is a bottleneck
+//! `Linear – BN – ReLU – Linear` of width `predictor_hidden`. Each view is its own forward pass.
+
+use super::{build_backbone, Method, StepContext, StepOutput};
+use crate::recipe::Recipe;
+use gyre_data::Batch;
+use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
+use gyre_kernels::{Device, Result, Tensor};
+use gyre_losses::simsiam_loss;
+
+pub struct SimSiam {
+    backbone: ResNet,
+    projector: ProjectionHead,
+    predictor: ProjectionHead,
+    params: ParamStore,
+}
+
+impl SimSiam {
+    pub fn new(recipe: &Recipe, in_channels: usize, device: &Device) -> anyhow::Result<Self> {
+        let backbone = build_backbone(recipe, in_channels, device)?;
+        let hc = recipe.head.projector(backbone.feature_dim());
+        let projector = ProjectionHead::new(hc, recipe.seed, "projector", device)?;
+        let hidden = recipe
+            .method
+            .predictor_hidden
+            .unwrap_or((hc.output / 4).max(1));
+        let pc = ProjectionHeadConfig::new(hc.output, hidden, hc.output);
+        let predictor = ProjectionHead::new(pc, recipe.seed, "predictor", device)?;
+        let mut params = ParamStore::new();
+        params.extend_prefixed("backbone", backbone.params());
+        params.extend_prefixed("projector", projector.params());
+        params.extend_prefixed("predictor", predictor.params());
+        Ok(Self {
+            backbone,
+            projector,
+            predictor,
+            params,
+        })
+    }
+}
+
+impl Method for SimSiam {
+    fn name(&self) -> &'static str {
+        "simsiam"
+    }
+
+    fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    fn backbone(&self) -> &ResNet {
+        &self.backbone
+    }
+
+    fn step(&mut self, views: &[Tensor], _batch: &Batch, _ctx: StepContext) -> Result<StepOutput> {
+        let z1 = self
+            .projector
+            .forward_t(&self.backbone.forward_t(&views[0], true)?, true)?;
+        let z2 = self
+            .projector
+            .forward_t(&self.backbone.forward_t(&views[1], true)?, true)?;
+        let p1 = self.predictor.forward_t(&z1, true)?;
+        let p2 = self.predictor.forward_t(&z2, true)?;
+        let loss = ((simsiam_loss(&p1, &z2)? + simsiam_loss(&p2, &z1)?)? * 0.5)?;
+        Ok(StepOutput { loss, logs: vec![] })
+    }
+}

@@ -1,0 +1,147 @@
+//! The momentum (EMA) encoder of MoCo, BYOL, ReSSL, ReCo and InterCLR: a copy of the online
+//! backbone and projector that is never differentiated, refreshed by [`EmaTeacher`] before its
+//! forward pass, and run with Shuffle-BN.
+//!
+//! Shuffle-BN: the key batch is permuted before the teacher and un-permuted after it, so that the
+//! BatchNorm sub-batches of the teacher (SplitBatchNorm, `encoder.bn_splits`) group different
+//! images than the student's; without it, MoCo can "cheat" through BatchNorm statistics. The
+//! permutation is drawn from the run's seed and the step, so runs repeat exactly.
+
+use crate::ema::{EmaTeacher, MomentumSchedule};
+use crate::method::StepContext;
+use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
+use gyre_kernels::{Device, Result, Tensor};
+use rand::{seq::SliceRandom, SeedableRng};
+
+/// What the teacher produced for one batch (all detached).
+pub struct TeacherOutput {
+    /// Backbone features `[B, F]`.
+    pub features: Tensor,
+    /// Projector outputs `[B, D]` (not normalised).
+    pub embeddings: Tensor,
+}
+
+/// A momentum encoder: backbone + projector, EMA of the online pair.
+pub struct MomentumEncoder {
+    backbone: ResNet,
+    head: ProjectionHead,
+    ema: EmaTeacher,
+    schedule: MomentumSchedule,
+    seed: u64,
+    shuffle: bool,
+    /// The momentum of the last update (for the step log).
+    pub last_momentum: f64,
+}
+
+impl MomentumEncoder {
+    /// A teacher for `online` (backbone, head), which it copies; `head_cfg` must be the online
+    /// head's. `shuffle` turns Shuffle-BN on.
+    pub fn new(
+        online_backbone: &ResNet,
+        online_head: &ProjectionHead,
+        head_cfg: ProjectionHeadConfig,
+        schedule: MomentumSchedule,
+        seed: u64,
+        shuffle: bool,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let backbone = ResNet::new(online_backbone.config().clone(), seed, device)?;
+        let head = ProjectionHead::new(head_cfg, seed, "projector", device)?;
+        let mut online = ParamStore::new();
+        online.extend_prefixed("backbone", online_backbone.params());
+        online.extend_prefixed("projector", online_head.params());
+        let mut teacher = ParamStore::new();
+        teacher.extend_prefixed("backbone", backbone.params());
+        teacher.extend_prefixed("projector", head.params());
+        let ema = EmaTeacher::new(&online, &teacher)?;
+        Ok(Self {
+            backbone,
+            head,
+            ema,
+            schedule,
+            seed,
+            shuffle,
+            last_momentum: f64::NAN,
+        })
+    }
+
+    /// Step 1 of every step (methods.md §9.9): the EMA update, before any teacher forward.
+    pub fn update(&mut self, ctx: StepContext) -> Result<()> {
+        let m = self.schedule.at(ctx.step, ctx.total_steps);
+        self.ema.update(m)?;
+        self.last_momentum = m;
+        Ok(())
+    }
+
+    /// The teacher's features and embeddings of `x` (train-mode BatchNorm, as the references),
+    /// detached; `stream` separates several teacher passes of one step (distinct shuffles).
+    pub fn encode(&self, x: &Tensor, ctx: StepContext, stream: u64) -> Result<TeacherOutput> {
+        let n = x.dim(0)?;
+        let dev = x.device();
+        let (xin, unperm) = if self.shuffle {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&self.seed.to_le_bytes());
+            key[8..16].copy_from_slice(&ctx.step.to_le_bytes());
+            key[16..24].copy_from_slice(&stream.to_le_bytes());
+            key[24..].copy_from_slice(b"shuffleb");
+            let mut perm: Vec<u32> = (0..n as u32).collect();
+            perm.shuffle(&mut rand_chacha::ChaCha8Rng::from_seed(key));
+            let mut inv = vec![0u32; n];
+            for (i, &p) in perm.iter().enumerate() {
+                inv[p as usize] = i as u32;
+            }
+            let perm = Tensor::from_vec(perm, n, dev)?;
+            (
+                x.index_select(&perm, 0)?,
+                Some(Tensor::from_vec(inv, n, dev)?),
+            )
+        } else {
+            (x.clone(), None)
+        };
+        let f = self.backbone.forward_t(&xin, true)?.detach();
+        let z = self.head.forward_t(&f, true)?.detach();
+        let (f, z) = match unperm {
+            Some(inv) => (f.index_select(&inv, 0)?, z.index_select(&inv, 0)?),
+            None => (f, z),
+        };
+        Ok(TeacherOutput {
+            features: f,
+            embeddings: z,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gyre_encoders::ResNetConfig;
+
+    #[test]
+    fn starts_as_a_copy_and_shuffle_bn_is_unpermuted() -> anyhow::Result<()> {
+        let dev = Device::Cpu;
+        let cfg = ResNetConfig::preset("resnet-mini", 1)?;
+        // The online net has a different seed: the teacher must copy it, not its own init.
+        let online = ResNet::new(cfg.clone(), 7, &dev)?;
+        let hc = ProjectionHeadConfig::new(online.feature_dim(), 16, 8);
+        let head = ProjectionHead::new(hc, 7, "projector", &dev)?;
+        let sched = MomentumSchedule::Constant(0.99);
+        let plain = MomentumEncoder::new(&online, &head, hc, sched, 0, false, &dev)?;
+        let shuffled = MomentumEncoder::new(&online, &head, hc, sched, 0, true, &dev)?;
+        let x = Tensor::randn(0f32, 1.0, (4, 1, 12, 12), &dev)?;
+        let ctx = StepContext {
+            step: 3,
+            total_steps: 10,
+            steps_per_epoch: 5,
+        };
+        let want = head.forward_t(&online.forward_t(&x, true)?, true)?;
+        let got = plain.encode(&x, ctx, 0)?.embeddings;
+        let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "copy differs by {diff}");
+        // Plain BatchNorm sees the same batch in any order: shuffling then un-permuting gives the
+        // same rows.
+        let got = shuffled.encode(&x, ctx, 0)?.embeddings;
+        let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-4, "shuffle not undone: {diff}");
+        Ok(())
+    }
+}
