@@ -5,15 +5,20 @@
 //! same seed gives the same batches bit for bit whatever the thread count or prefetch depth.
 
 pub mod augment;
+pub mod bad_sample;
+pub mod cifar;
 pub mod dataset;
 pub mod error;
 pub mod fashion_mnist;
 pub mod idx;
+pub mod image_folder;
 pub mod loader;
 pub mod rng;
 
 pub use augment::{AugmentConfig, ViewPipeline};
+pub use bad_sample::{BadSamples, OnBadSample};
 pub use dataset::ImageSet;
 pub use error::DataError;
+pub use image_folder::{load_image_folder, FolderOptions};
 pub use loader::{Batch, Loader, LoaderConfig};
 pub use rng::SampleRng;

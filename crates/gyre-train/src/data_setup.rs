@@ -2,24 +2,57 @@
 
 use crate::recipe::{DataKind, KnnBank, Recipe};
 use anyhow::Context;
-use gyre_data::{fashion_mnist, ImageSet};
+use gyre_data::cifar::{self, Cifar};
+use gyre_data::{fashion_mnist, load_image_folder, BadSamples, FolderOptions, ImageSet};
 use std::sync::Arc;
 
-/// The three image sets a run needs.
+/// The image sets a run needs.
 pub struct RunData {
     pub pretrain: Arc<ImageSet>,
-    pub bank: Arc<ImageSet>,
-    pub queries: Arc<ImageSet>,
+    /// The kNN monitor's labelled bank and queries; `None` for unlabelled data.
+    pub eval: Option<(Arc<ImageSet>, Arc<ImageSet>)>,
     /// One line for the summary: what was used for what.
     pub description: String,
     pub dataset: String,
+    /// Samples skipped under `on_bad_sample = "skip"`.
+    pub bad_samples: BadSamples,
 }
 
 /// Images 0..8000 of the embedded split pretrain (and form the bank), 8000..10000 are queries.
 pub const EMBEDDED_PRETRAIN: usize = 8000;
 
+/// The first `n` images in an order that takes one image of each class in turn (the k-th image
+/// of every class before the (k+1)-th of any), so that a subset of a class-sorted folder is
+/// balanced. Unlabelled sets keep their order.
+fn interleaved_head(set: &ImageSet, n: usize) -> ImageSet {
+    let Some(labels) = set.labels() else {
+        return set.head(n);
+    };
+    let mut rank = vec![0usize; set.classes.len().max(1)];
+    let mut keyed: Vec<(usize, u32, usize)> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| {
+            let r = rank[l as usize];
+            rank[l as usize] += 1;
+            (r, l, i)
+        })
+        .collect();
+    keyed.sort_unstable();
+    let idx: Vec<usize> = keyed.into_iter().take(n).map(|k| k.2).collect();
+    set.select(format!("{}[:{n} interleaved]", set.name), &idx)
+}
+
 pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
     let d = &recipe.data;
+    let policy = d.on_bad_sample;
+    let mut bad = BadSamples::default();
+    let mut add = |r: (ImageSet, BadSamples)| {
+        bad.merge(r.1);
+        r.0
+    };
+    // Class-sorted sources take their subset interleaved across classes.
+    let mut sorted_by_class = false;
     let (train, test, dataset) = match d.kind {
         DataKind::FashionMnistEmbedded => {
             let all = fashion_mnist::embedded()?;
@@ -31,18 +64,79 @@ pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
                 "fashion-mnist-embedded[8000:10000]",
                 &(EMBEDDED_PRETRAIN..all.len()).collect::<Vec<_>>(),
             );
-            (train, test, "fashion-mnist-embedded")
+            (train, Some(test), "fashion-mnist-embedded")
         }
         DataKind::FashionMnist => {
             let dir = fashion_mnist::locate(d.root.as_deref())?;
             let train = fashion_mnist::load_split(&dir, "train")
                 .with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))?;
             let test = fashion_mnist::load_split(&dir, "t10k")?;
-            (train, test, "fashion-mnist")
+            (train, Some(test), "fashion-mnist")
+        }
+        DataKind::Cifar10 | DataKind::Cifar100 => {
+            let which = if d.kind == DataKind::Cifar10 {
+                Cifar::Ten
+            } else {
+                Cifar::Hundred
+            };
+            let dir = cifar::locate(which.folder(), d.root.as_deref())?;
+            let train = add(cifar::load_cifar_bin(&dir, which, true, policy)?);
+            let test = add(cifar::load_cifar_bin(&dir, which, false, policy)?);
+            let name = if which == Cifar::Ten {
+                "cifar10"
+            } else {
+                "cifar100"
+            };
+            (train, Some(test), name)
+        }
+        DataKind::Cifar10Jpeg => {
+            let dir = cifar::locate("cifar10-jpeg", d.root.as_deref())?;
+            sorted_by_class = true;
+            let train = add(cifar::load_cifar10_jpeg(&dir, true, policy)?);
+            let test = add(cifar::load_cifar10_jpeg(&dir, false, policy)?);
+            (train, Some(test), "cifar10-jpeg")
+        }
+        DataKind::ImageFolder => {
+            let root = d
+                .root
+                .as_deref()
+                .expect("validated: image-folder has a root");
+            let opts = FolderOptions {
+                labelled: d.labelled,
+                size: d.image_size,
+                channels: Some(d.mean.len()),
+                on_bad_sample: policy,
+            };
+            sorted_by_class = d.labelled;
+            let (tr, te) = (root.join("train"), root.join("test"));
+            if tr.is_dir() {
+                let train = add(load_image_folder(&tr, &tr.display().to_string(), opts)?);
+                let test = if te.is_dir() && d.labelled {
+                    Some(add(load_image_folder(
+                        &te,
+                        &te.display().to_string(),
+                        opts,
+                    )?))
+                } else {
+                    None
+                };
+                (train, test, "image-folder")
+            } else {
+                let train = add(load_image_folder(root, &root.display().to_string(), opts)?);
+                (train, None, "image-folder")
+            }
         }
     };
+    if train.channels != d.mean.len() {
+        anyhow::bail!(
+            "data.mean: the images have {} channel(s), data.mean and data.std have {}",
+            train.channels,
+            d.mean.len()
+        );
+    }
     let train = Arc::new(train);
     let pretrain = match d.subset {
+        Some(n) if n < train.len() && sorted_by_class => Arc::new(interleaved_head(&train, n)),
         Some(n) if n < train.len() => Arc::new(train.head(n)),
         Some(n) => anyhow::bail!(
             "data.subset: {n} is more than the {} training images",
@@ -54,20 +148,52 @@ pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
         KnnBank::Pretrain => pretrain.clone(),
         KnnBank::Train => train.clone(),
     };
-    let description = format!(
-        "pretrain on {} ({} images); kNN bank {} ({} images); kNN queries {} ({} images)",
-        pretrain.name,
-        pretrain.len(),
-        bank.name,
-        bank.len(),
-        test.name,
-        test.len()
-    );
+    let eval = match test {
+        Some(t) if bank.labels().is_some() && t.labels().is_some() => Some((bank, Arc::new(t))),
+        _ => None,
+    };
+    let description = match &eval {
+        Some((bank, test)) => format!(
+            "pretrain on {} ({} images); kNN bank {} ({} images); kNN queries {} ({} images)",
+            pretrain.name,
+            pretrain.len(),
+            bank.name,
+            bank.len(),
+            test.name,
+            test.len()
+        ),
+        None => format!(
+            "pretrain on {} ({} images); no labelled test split: kNN monitor off",
+            pretrain.name,
+            pretrain.len()
+        ),
+    };
     Ok(RunData {
         pretrain,
-        bank,
-        queries: Arc::new(test),
+        eval,
         description,
         dataset: dataset.to_string(),
+        bad_samples: bad,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interleaved_subset_is_class_balanced_and_ordered() {
+        // Sorted by class: 0 0 0 1 1 2.
+        let set = ImageSet::new(
+            "s",
+            (1, 1, 1),
+            vec![10, 11, 12, 20, 21, 30],
+            Some(vec![0, 0, 0, 1, 1, 2]),
+            vec!["a".into(), "b".into(), "c".into()],
+        )
+        .unwrap();
+        let h = interleaved_head(&set, 5);
+        assert_eq!(h.labels().unwrap(), [0, 1, 2, 0, 1]);
+        assert_eq!(h.image(3), [11]);
+    }
 }

@@ -109,10 +109,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let wp = gyre_train::checkpoint::weights_path(&checkpoint);
             let tensors = gyre_encoders::weights::read_tensors(&wp, &device)?;
             gyre_encoders::weights::load_into(net.params(), &tensors, "backbone.", &wp)?;
+            let Some((bank, queries)) = &data.eval else {
+                anyhow::bail!(
+                    "{}: the run's data has no labelled test split to evaluate on",
+                    recipe_path.display()
+                );
+            };
             let acc = gyre_train::eval::knn_eval(
                 &net,
-                &data.bank,
-                &data.queries,
+                bank,
+                queries,
                 &r.data.mean,
                 &r.data.std,
                 k,

@@ -1,5 +1,6 @@
-//! Optimisers over a `ParamStore`: SGD with momentum (optionally Nesterov) and AdamW, with weight
-//! decay that can exempt BatchNorm parameters and biases. Semantics match `torch.optim`.
+//! Optimisers over a `ParamStore`: SGD with momentum (optionally Nesterov), LARS and AdamW, with
+//! weight decay that can exempt BatchNorm parameters and biases. Semantics match `torch.optim`
+//! (SGD, AdamW) and solo-learn's `LARS` (`solo/utils/lars.py`).
 
 use gyre_encoders::{Param, ParamStore};
 use gyre_kernels::candle::backprop::GradStore;
@@ -14,6 +15,11 @@ use std::collections::HashMap;
 #[serde(rename_all = "lowercase")]
 pub enum OptimKind {
     Sgd,
+    /// SGD momentum with a layer-wise trust ratio (You et al. 2017, as solo-learn): the decayed
+    /// gradient `g + wd·w` is scaled by `η‖w‖ / (‖g‖ + wd‖w‖ + ε)` (clipped to `min(·/lr, 1)` with
+    /// `clip_lr`); BatchNorm parameters and biases skip the scaling and the decay when
+    /// `exclude_bn_bias`.
+    Lars,
     Adamw,
 }
 
@@ -27,6 +33,10 @@ pub struct OptimSettings {
     pub exclude_bn_bias: bool,
     pub betas: (f64, f64),
     pub eps: f64,
+    /// LARS trust coefficient η.
+    pub eta: f64,
+    /// LARS: clip the layer-wise rate at the global one.
+    pub clip_lr: bool,
 }
 
 impl OptimSettings {
@@ -41,6 +51,8 @@ impl OptimSettings {
             exclude_bn_bias: false,
             betas: (0.9, 0.999),
             eps: 1e-8,
+            eta: 0.02,
+            clip_lr: false,
         }
     }
 }
@@ -96,17 +108,33 @@ impl Optimizer {
                 continue;
             };
             let wd = self.decay_for(p);
-            if fused && fused_update(s, self.steps, &mut self.m, &mut self.v, p, g, lr, wd)? {
+            let fusable = s.kind != OptimKind::Lars;
+            if fused
+                && fusable
+                && fused_update(s, self.steps, &mut self.m, &mut self.v, p, g, lr, wd)?
+            {
                 continue;
             }
             let w = p.var.as_tensor();
             match s.kind {
-                OptimKind::Sgd => {
-                    let g = if wd > 0.0 {
+                OptimKind::Sgd | OptimKind::Lars => {
+                    let mut g_dec = if wd > 0.0 {
                         (g + (w * wd)?)?
                     } else {
                         g.clone()
                     };
+                    if s.kind == OptimKind::Lars && !(s.exclude_bn_bias && p.kind.is_bn_or_bias()) {
+                        let pn = w.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() as f64;
+                        let gn = g.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() as f64;
+                        if pn > 0.0 && gn > 0.0 {
+                            let mut r = s.eta * pn / (gn + wd * pn + s.eps);
+                            if s.clip_lr {
+                                r = (r / lr).min(1.0);
+                            }
+                            g_dec = (g_dec * r)?;
+                        }
+                    }
+                    let g = g_dec;
                     let d = if s.momentum > 0.0 {
                         let buf = match self.m.get(&p.name) {
                             Some(b) => ((b * s.momentum)? + &g)?,
@@ -202,6 +230,7 @@ fn fused_update(
         return Ok(false);
     }
     match s.kind {
+        OptimKind::Lars => return Ok(false),
         OptimKind::Sgd => {
             let step = SgdStep {
                 lr,
@@ -280,6 +309,8 @@ mod tests {
             exclude_bn_bias: true,
             betas: (0.9, 0.999),
             eps: 1e-8,
+            eta: 0.02,
+            clip_lr: false,
         }
     }
 
@@ -306,6 +337,31 @@ mod tests {
         let g2 = 2.1 * 0.79;
         let buf2 = 0.9 * 2.1 + g2;
         assert!((v.to_vec1::<f32>().unwrap()[0] - (0.79 - 0.1 * buf2)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn lars_scales_by_the_trust_ratio_like_solo_learn() {
+        // w = [1, −2], g = 2w = [2, −4], wd 0.1: ‖w‖ = √5, ‖g‖ = 2√5,
+        // ratio = η‖w‖/(‖g‖ + wd‖w‖ + ε) = 0.02·√5/(2√5 + 0.1√5) = 0.02/2.1;
+        // d = (g + wd·w)·ratio = 2.1·w·0.02/2.1 = 0.02·w; w ← w − lr·d (first step: buf = d).
+        let (s, v) = one_param(ParamKind::Weight);
+        let mut o = Optimizer::new(&s, settings(OptimKind::Lars));
+        o.step(&grad_of_sum_sq(&v), 0.5).unwrap();
+        let w = v.to_vec1::<f32>().unwrap();
+        assert!((w[0] - (1.0 - 0.5 * 0.02)).abs() < 1e-6, "{w:?}");
+        assert!((w[1] - (-2.0 + 0.5 * 0.04)).abs() < 1e-6, "{w:?}");
+        // With clip_lr the ratio is min(ratio/lr, 1): 0.02/2.1/0.5 < 1, so d = 0.04·w.
+        let (s, v) = one_param(ParamKind::Weight);
+        let mut st = settings(OptimKind::Lars);
+        st.clip_lr = true;
+        let mut o = Optimizer::new(&s, st);
+        o.step(&grad_of_sum_sq(&v), 0.5).unwrap();
+        assert!((v.to_vec1::<f32>().unwrap()[0] - (1.0 - 0.5 * 0.04)).abs() < 1e-6);
+        // BatchNorm parameters skip the ratio and the decay: plain SGD on g.
+        let (s, v) = one_param(ParamKind::NormWeight);
+        let mut o = Optimizer::new(&s, settings(OptimKind::Lars));
+        o.step(&grad_of_sum_sq(&v), 0.1).unwrap();
+        assert!((v.to_vec1::<f32>().unwrap()[0] - 0.8).abs() < 1e-6);
     }
 
     #[test]

@@ -44,6 +44,26 @@ pub enum DataKind {
     FashionMnistEmbedded,
     /// The full Fashion-MNIST split on disk.
     FashionMnist,
+    /// CIFAR-10 in the official binary layout (`cifar-10-batches-bin`).
+    Cifar10,
+    /// CIFAR-100 in the official binary layout (`cifar-100-binary`), fine labels.
+    Cifar100,
+    /// CIFAR-10 as JPEG image folders (`cifar10-jpeg/{train,test}/<class>/*.jpg`).
+    Cifar10Jpeg,
+    /// Your own images: `root/<class>/<image>` (or `root/train/…` and `root/test/…`), or any
+    /// folder of images with `labelled = false`.
+    ImageFolder,
+}
+
+impl DataKind {
+    /// Image channels, when the kind fixes them.
+    pub fn channels(self) -> Option<usize> {
+        match self {
+            DataKind::FashionMnistEmbedded | DataKind::FashionMnist => Some(1),
+            DataKind::Cifar10 | DataKind::Cifar100 | DataKind::Cifar10Jpeg => Some(3),
+            DataKind::ImageFolder => None,
+        }
+    }
 }
 
 /// What the kNN monitor uses as its labelled bank.
@@ -74,6 +94,16 @@ pub struct DataConfig {
     /// Batches built ahead of the training step.
     #[serde(default = "d_prefetch")]
     pub prefetch: usize,
+    /// What an unusable sample (corrupt, truncated, not an image, wrong channels or size, an
+    /// empty class folder) does: `fail` stops naming the file, `skip` counts and reports it.
+    #[serde(default)]
+    pub on_bad_sample: gyre_data::OnBadSample,
+    /// Image folders: resize (shorter side) and centre-crop every image to this square size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<usize>,
+    /// Image folders: labels from the class folders (`false`: an unlabelled folder, no kNN).
+    #[serde(default = "d_true")]
+    pub labelled: bool,
 }
 fn d_bank() -> KnnBank {
     KnnBank::Pretrain
@@ -357,6 +387,15 @@ pub struct OptimConfig {
     pub betas: [f64; 2],
     #[serde(default = "d_eps")]
     pub eps: f64,
+    /// LARS trust coefficient η.
+    #[serde(default = "d_eta")]
+    pub eta: f64,
+    /// LARS: clip the layer-wise rate at the global one (solo-learn's CIFAR setting).
+    #[serde(default = "d_true")]
+    pub clip_lr: bool,
+}
+fn d_eta() -> f64 {
+    0.02
 }
 fn d_decay() -> Decay {
     Decay::Cosine
@@ -730,7 +769,8 @@ impl Recipe {
                 return bad(&format!("augment.{name}"), e.to_string());
             }
         }
-        let channels = 1; // Fashion-MNIST
+        // Image folders find out at load time; the data loader checks it then.
+        let channels = self.data.kind.channels().unwrap_or(self.data.mean.len());
         if self.data.mean.len() != channels || self.data.std.len() != channels {
             return bad(
                 "data.mean",
@@ -740,6 +780,12 @@ impl Recipe {
                     self.data.std.len()
                 ),
             );
+        }
+        if self.data.kind == DataKind::ImageFolder && self.data.root.is_none() {
+            return bad("data.root", "image-folder needs the folder".into());
+        }
+        if self.data.image_size == Some(0) {
+            return bad("data.image_size", "must be positive".into());
         }
         if let Some(s) = self.data.std.iter().find(|s| s.is_nan() || **s <= 0.0) {
             return bad("data.std", format!("must be positive, got {s}"));

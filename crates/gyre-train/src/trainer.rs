@@ -64,10 +64,10 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
     let device = gyre_kernels::select_device(&recipe.train.device)?;
     let RunData {
         pretrain,
-        bank,
-        queries,
+        eval,
         description,
         dataset,
+        bad_samples,
     } = data_setup::load(recipe)?;
     let (mean, std) = (recipe.data.mean.clone(), recipe.data.std.clone());
     let channels = pretrain.channels;
@@ -106,6 +106,8 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
         exclude_bn_bias: o.exclude_bn_bias,
         betas: (o.betas[0], o.betas[1]),
         eps: o.eps,
+        eta: o.eta,
+        clip_lr: o.clip_lr,
     };
     let mut optim = Optimizer::new(method.params(), settings);
 
@@ -118,29 +120,27 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
     if !opts.quiet {
         eprintln!("gyre: {} · {} · {description}", recipe.name, method.name());
         eprintln!("gyre: run folder {}", run_dir.display());
+        if bad_samples.count > 0 {
+            eprintln!(
+                "gyre: skipped {} bad sample(s), first: {}",
+                bad_samples.count,
+                bad_samples.first.join("; ")
+            );
+        }
     }
 
     let (k, t) = (recipe.eval.knn_k, recipe.eval.knn_t);
-    let classes = bank.classes.len();
     let (mut raw_knn, mut init_knn) = (None, None);
-    if recipe.eval.baselines {
+    if let (true, Some((bank, queries))) = (recipe.eval.baselines, &eval) {
+        let classes = bank.classes.len();
         let r = knn_top1(
-            &pixel_features(&bank, &mean, &std),
-            &pixel_features(&queries, &mean, &std),
+            &pixel_features(bank, &mean, &std),
+            &pixel_features(queries, &mean, &std),
             k,
             t,
             classes,
         )?;
-        let i = knn_eval(
-            method.backbone(),
-            &bank,
-            &queries,
-            &mean,
-            &std,
-            k,
-            t,
-            &device,
-        )?;
+        let i = knn_eval(method.backbone(), bank, queries, &mean, &std, k, t, &device)?;
         log.write(&json!({"kind": "baseline", "raw_knn_top1": r, "init_knn_top1": i}))?;
         if !opts.quiet {
             eprintln!(
@@ -216,18 +216,24 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
         let last_epoch = done == recipe.train.epochs as u64;
         let every = recipe.eval.knn_every as u64;
         if last_epoch || (every > 0 && done.is_multiple_of(every)) {
-            let acc = knn_eval(
-                method.backbone(),
-                &bank,
-                &queries,
-                &mean,
-                &std,
-                k,
-                t,
-                &device,
-            )?;
+            let acc = match &eval {
+                Some((bank, queries)) => Some(knn_eval(
+                    method.backbone(),
+                    bank,
+                    queries,
+                    &mean,
+                    &std,
+                    k,
+                    t,
+                    &device,
+                )?),
+                None => None,
+            };
             let mut entry = json!({"kind": "knn", "epoch": done, "step": step, "knn_top1": acc, "k": k, "t": t});
-            let mut line = format!("gyre: epoch {done}: kNN top-1 {:.2}%", 100.0 * acc);
+            let mut line = match acc {
+                Some(a) => format!("gyre: epoch {done}: kNN top-1 {:.2}%", 100.0 * a),
+                None => format!("gyre: epoch {done}"),
+            };
             if let Some(serde_json::Value::Object(stats)) = method.take_eval_stats() {
                 for (key, v) in stats {
                     // Fractions go on the console line; counts only into the log.
@@ -245,7 +251,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
             } else {
                 bar.println(line);
             }
-            last_knn = Some(acc);
+            last_knn = acc;
         }
         if last_epoch || done.is_multiple_of(recipe.train.checkpoint_every as u64) {
             let state = CheckpointState {
@@ -283,6 +289,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
         "peak_rss_mb": peak_rss_mb(),
         "threads": rayon::current_num_threads(),
         "checkpoint": ckpt_path.map(|p| p.display().to_string()),
+        "bad_samples": bad_samples,
         "metrics": metrics_path.display().to_string(),
         "run_dir": run_dir.display().to_string(),
     });

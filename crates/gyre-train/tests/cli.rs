@@ -371,3 +371,105 @@ fn every_method_recipe_trains_ci_sized() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Writes a small labelled image folder `root/{train,test}/<class>/NNNN.png` (32×32 RGB; each
+/// class a different colour, with noise) and returns its root.
+fn image_folder(name: &str, per_class: usize) -> PathBuf {
+    let root = tmp(name);
+    let mut state = 12345u32;
+    let mut noise = move || {
+        state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+        (state >> 24) as u8 / 4
+    };
+    for (split, n) in [("train", per_class), ("test", per_class / 2)] {
+        for c in 0..4u8 {
+            let dir = root.join(split).join(format!("class{c}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..n {
+                let img = image::RgbImage::from_fn(32, 32, |x, _| {
+                    let base = [60 * c, 255 - 60 * c, if x < 16 { 40 } else { 200 }];
+                    image::Rgb(base.map(|b| b.saturating_add(noise())))
+                });
+                img.save(dir.join(format!("{i:04}.png"))).unwrap();
+            }
+        }
+    }
+    root
+}
+
+/// A CIFAR-10 recipe on a user's image folder (`data.kind = "image-folder"`), CI-sized; then the
+/// same folder with a corrupt file: "skip" reports it in the summary, "fail" stops naming it.
+#[test]
+fn cifar_recipe_runs_on_an_image_folder_and_bad_files_are_handled() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let data = image_folder("folder", 32);
+    let recipe = root.join("recipes/mocov2_resnet18_cifar10.toml");
+    let run = data.join("run");
+    let data_root = format!("data.root={}", data.display());
+    let args = |run: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "train",
+            "--quiet",
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--run-dir",
+            run.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for s in [
+            "data.kind=image-folder",
+            data_root.as_str(),
+            "encoder.arch=resnet-mini",
+            "train.epochs=1",
+            "train.batch_size=32",
+            "method.queue=64",
+            "eval.knn_k=5",
+        ]
+        .iter()
+        .chain(extra)
+        {
+            a.extend(["--set".to_string(), s.to_string()]);
+        }
+        a
+    };
+    let run_args = |run: &Path, extra: &[&str]| {
+        let a = args(run, extra);
+        gyre(&a.iter().map(String::as_str).collect::<Vec<_>>(), &data)
+    };
+    let out = run_args(&run, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["dataset"], "image-folder");
+    assert_eq!(summary["steps"], 4);
+    // Four colours are trivially separable: raw pixels already classify the test split.
+    assert!(summary["raw_knn_top1"].as_f64().unwrap() > 0.9, "{summary}");
+    assert!(summary["knn_top1"].as_f64().unwrap() > 0.5, "{summary}");
+    assert_eq!(summary["bad_samples"]["count"], 0);
+
+    let bad = data.join("train/class2/0003.png");
+    std::fs::write(&bad, b"\x89PNG\r\n\x1a\n truncated").unwrap();
+    let out = run_args(&data.join("run-skip"), &["data.on_bad_sample=skip"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["bad_samples"]["count"], 1, "{summary}");
+    let first = summary["bad_samples"]["first"][0].as_str().unwrap();
+    assert!(
+        first.contains("class2/0003.png: not a readable image"),
+        "{first}"
+    );
+    let out = run_args(&data.join("run-fail"), &[]);
+    assert_clean_error(&out, "class2/0003.png: not a readable image");
+    std::fs::remove_dir_all(&data).ok();
+}
