@@ -133,3 +133,57 @@ pub fn data_bench(batch: usize, batches: usize) -> anyhow::Result<Value> {
         "pairs_per_s": (batch * batches) as f64 / secs,
     }))
 }
+
+/// Pairs of augmented views per second on CIFAR-10 JPEGs with the SimCLR CIFAR view (RRC 32
+/// (0.08–1), flip, colour jitter 0.4/0.4/0.4/0.1 p 0.8, grayscale 0.2) — the same work as
+/// `benches/data_bench.py` does with torchvision v2. Decoding (once, into memory) is timed apart.
+pub fn cifar_data_bench(
+    root: &std::path::Path,
+    batch: usize,
+    batches: usize,
+) -> anyhow::Result<Value> {
+    let t0 = Instant::now();
+    let (set, bad) = gyre_data::cifar::load_cifar10_jpeg(root, true, gyre_data::OnBadSample::Fail)?;
+    let decode_s = t0.elapsed().as_secs_f64();
+    let n = set.len();
+    let aug = AugmentConfig {
+        crop_scale: [0.08, 1.0],
+        hflip_p: 0.5,
+        jitter_p: 0.8,
+        brightness: 0.4,
+        contrast: 0.4,
+        saturation: 0.4,
+        hue: 0.1,
+        grayscale_p: 0.2,
+        ..AugmentConfig::identity(32)
+    };
+    let v = ViewPipeline::new(
+        aug,
+        &gyre_data::cifar::CIFAR10_MEAN,
+        &gyre_data::cifar::CIFAR10_STD,
+    )?;
+    let loader = Loader::new(
+        Arc::new(set),
+        vec![v.clone(), v],
+        LoaderConfig {
+            batch_size: batch,
+            seed: 0,
+            prefetch: 0,
+        },
+    )?;
+    let perm: Vec<usize> = (0..n).collect();
+    let per_epoch = loader.batches_per_epoch();
+    let _ = loader.build(0, 0, &perm);
+    let t0 = Instant::now();
+    for i in 0..batches {
+        std::hint::black_box(loader.build(0, i % per_epoch, &perm));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(json!({
+        "bench": "data", "impl": "gyre", "dataset": "cifar10-jpeg/train",
+        "view": "RRC(32, 0.08-1) flip jitter(0.4, 0.4, 0.4, 0.1) p0.8 gray p0.2",
+        "images": n, "bad": bad.count, "decode_s": decode_s, "decode_img_per_s": n as f64 / decode_s,
+        "batch": batch, "batches": batches, "threads": rayon::current_num_threads(),
+        "pairs_per_s": (batch * batches) as f64 / secs,
+    }))
+}

@@ -66,6 +66,10 @@ enum Cmd {
         /// Also (or only, with `--model none`) the data pipeline.
         #[arg(long)]
         data: bool,
+        /// The data benchmark's images: `fashion-mnist-embedded` (default), or a `cifar10-jpeg`
+        /// folder (decoded once, then the SimCLR CIFAR view).
+        #[arg(long)]
+        data_root: Option<std::path::PathBuf>,
         /// Also (or only, with `--model none`) the per-op table at the ResNet-18 step shapes.
         #[arg(long)]
         ops: bool,
@@ -136,6 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             steps,
             warmup,
             data,
+            data_root,
             ops,
             device,
         } => {
@@ -192,7 +197,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             if data || (cases.is_empty() && !ops) {
-                println!("{}", data_bench(256, 40)?);
+                match &data_root {
+                    Some(root) => {
+                        println!("{}", gyre_train::bench::cifar_data_bench(root, 256, 40)?)
+                    }
+                    None => println!("{}", data_bench(256, 40)?),
+                }
             }
         }
     }
