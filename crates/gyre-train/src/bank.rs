@@ -126,6 +126,62 @@ impl FifoBank {
         Tensor::from_slice(&self.data[f][..self.len * d], (self.len, d), device)
     }
 
+    /// The whole bank as named tensors under `prefix` (for checkpoints).
+    pub fn state(&self, prefix: &str) -> Result<Vec<(String, Tensor)>> {
+        let dev = Device::Cpu;
+        let mut out = Vec::new();
+        for (f, d) in self.dims.iter().enumerate() {
+            out.push((
+                format!("{prefix}.field{f}"),
+                Tensor::from_slice(&self.data[f], (self.capacity, *d), &dev)?,
+            ));
+        }
+        out.push((
+            format!("{prefix}.labels"),
+            Tensor::from_slice(&self.labels, self.capacity, &dev)?,
+        ));
+        out.push((
+            format!("{prefix}.len_ptr"),
+            Tensor::from_slice(&[self.len as u32, self.ptr as u32], 2, &dev)?,
+        ));
+        Ok(out)
+    }
+
+    /// Restores what [`Self::state`] wrote; the shapes must match this bank's.
+    pub fn load_state(
+        &mut self,
+        prefix: &str,
+        t: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<()> {
+        let get = |k: String| {
+            t.get(&k)
+                .ok_or_else(|| gyre_kernels::candle::Error::Msg(format!("checkpoint lacks {k}")))
+        };
+        for (f, d) in self.dims.iter().enumerate() {
+            let v = get(format!("{prefix}.field{f}"))?;
+            if v.dims() != [self.capacity, *d] {
+                bail!(
+                    "{prefix}.field{f}: {:?}, expected [{}, {d}]",
+                    v.dims(),
+                    self.capacity
+                );
+            }
+            self.data[f] = v.flatten_all()?.to_vec1::<f32>()?;
+        }
+        let l = get(format!("{prefix}.labels"))?.to_vec1::<u32>()?;
+        if l.len() != self.capacity {
+            bail!(
+                "{prefix}.labels: {} rows, expected {}",
+                l.len(),
+                self.capacity
+            );
+        }
+        self.labels = l;
+        let lp = get(format!("{prefix}.len_ptr"))?.to_vec1::<u32>()?;
+        (self.len, self.ptr) = (lp[0] as usize, lp[1] as usize);
+        Ok(())
+    }
+
     /// Labels of the filled rows, in slot order.
     pub fn labels(&self) -> &[u32] {
         &self.labels[..self.len]
@@ -162,6 +218,27 @@ mod tests {
             q.labels(),
             &[NO_LABEL, NO_LABEL, NO_LABEL, NO_LABEL, 1, 2, 3, 4]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn state_round_trips() -> Result<()> {
+        let mut a = FifoBank::new(5, &[2, 1]);
+        let r2 = Tensor::new(&[[1f32, 2.], [3., 4.], [5., 6.]], &Device::Cpu)?;
+        a.push(&[&r2, &rows(0, 3)], Some(&[7, 8, 9]))?;
+        let t: std::collections::HashMap<_, _> = a.state("q")?.into_iter().collect();
+        let mut b = FifoBank::new(5, &[2, 1]);
+        b.load_state("q", &t)?;
+        assert_eq!(
+            (b.len(), b.pointer(), b.labels()),
+            (3, 3, &[7u32, 8, 9][..])
+        );
+        assert_eq!(
+            b.field(0, &Device::Cpu)?.to_vec2::<f32>()?,
+            r2.to_vec2::<f32>()?
+        );
+        let mut c = FifoBank::new(4, &[2, 1]);
+        assert!(c.load_state("q", &t).is_err());
         Ok(())
     }
 

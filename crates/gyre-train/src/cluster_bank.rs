@@ -109,6 +109,57 @@ impl ClusterBank {
         &self.labels
     }
 
+    /// The memory as named tensors under `prefix` (for checkpoints).
+    pub fn state(&self, prefix: &str) -> gyre_kernels::Result<Vec<(String, gyre_kernels::Tensor)>> {
+        use gyre_kernels::{Device, Tensor};
+        let dev = Device::Cpu;
+        Ok(vec![
+            (
+                format!("{prefix}.bank"),
+                Tensor::from_slice(&self.bank, (self.n, self.d), &dev)?,
+            ),
+            (
+                format!("{prefix}.labels"),
+                Tensor::from_slice(&self.labels, self.n, &dev)?,
+            ),
+            (
+                format!("{prefix}.centroids"),
+                Tensor::from_slice(&self.centroids, (self.k, self.d), &dev)?,
+            ),
+            (
+                format!("{prefix}.updates_ready"),
+                Tensor::from_slice(&[self.updates as u32, u32::from(self.ready)], 2, &dev)?,
+            ),
+        ])
+    }
+
+    /// Restores what [`Self::state`] wrote (same sizes).
+    pub fn load_state(
+        &mut self,
+        prefix: &str,
+        t: &std::collections::HashMap<String, gyre_kernels::Tensor>,
+    ) -> gyre_kernels::Result<()> {
+        let get = |k: &str| {
+            let key = format!("{prefix}.{k}");
+            t.get(&key)
+                .ok_or_else(|| gyre_kernels::candle::Error::Msg(format!("checkpoint lacks {key}")))
+        };
+        let bank = get("bank")?.flatten_all()?.to_vec1::<f32>()?;
+        let labels = get("labels")?.to_vec1::<u32>()?;
+        let centroids = get("centroids")?.flatten_all()?.to_vec1::<f32>()?;
+        if bank.len() != self.n * self.d
+            || labels.len() != self.n
+            || centroids.len() != self.k * self.d
+        {
+            gyre_kernels::candle::bail!("{prefix}: the checkpoint's bank has other sizes");
+        }
+        let ur = get("updates_ready")?.to_vec1::<u32>()?;
+        (self.bank, self.labels, self.centroids) = (bank, labels, centroids);
+        (self.updates, self.ready) = (ur[0] as u64, ur[1] != 0);
+        self.recount();
+        Ok(())
+    }
+
     /// Members per cluster.
     pub fn sizes(&self) -> &[usize] {
         &self.sizes

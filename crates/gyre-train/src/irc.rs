@@ -195,6 +195,15 @@ impl IrcPlugin {
         self.bank.push(&[cycle_v2, &base], labels)
     }
 
+    /// The plug-in's memory as named tensors under `irc.memory` (its head is in the params).
+    pub fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        self.bank.state("irc.memory")
+    }
+
+    pub fn load_state(&mut self, t: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+        self.bank.load_state("irc.memory", t)
+    }
+
     /// Means since the last call (cycle accuracy, return probability, auto-pair precision), for
     /// the evaluation log; resets them.
     pub fn take_stats(&mut self) -> serde_json::Value {

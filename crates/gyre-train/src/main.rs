@@ -40,6 +40,10 @@ enum Cmd {
         /// Print the resolved recipe and stop.
         #[arg(long)]
         dry_run: bool,
+        /// Continue an interrupted run from its folder (its recipe.toml and checkpoint); the
+        /// loss of every step then equals the uninterrupted run's (same thread count).
+        #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["recipe", "set", "run_dir"])]
+        resume: Option<PathBuf>,
     },
     /// Evaluate a run's checkpoint with the kNN monitor.
     Eval {
@@ -89,11 +93,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             run_dir,
             quiet,
             dry_run,
+            resume,
         } => {
-            let r = match &recipe {
-                Some(p) => Recipe::load(p, &set)?,
-                None => Recipe::default_recipe(&set)?,
+            let r = match (&resume, &recipe) {
+                (Some(dir), _) => Recipe::load(&dir.join("recipe.toml"), &[])?,
+                (None, Some(p)) => Recipe::load(p, &set)?,
+                (None, None) => Recipe::default_recipe(&set)?,
             };
+            let run_dir = resume.clone().or(run_dir);
             if dry_run {
                 print!("{}", r.to_toml());
                 return Ok(());
@@ -101,7 +108,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if r.train.threads > 0 && cli.threads == 0 {
                 std::env::set_var("RAYON_NUM_THREADS", r.train.threads.to_string());
             }
-            let summary = train(&r, &TrainOptions { run_dir, quiet })?;
+            let opts = TrainOptions {
+                run_dir,
+                quiet,
+                resume: resume.is_some(),
+            };
+            let summary = train(&r, &opts)?;
             println!("{summary}");
         }
         Cmd::Eval { checkpoint, k, t } => {

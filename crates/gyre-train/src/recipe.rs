@@ -427,6 +427,15 @@ pub struct TrainConfig {
     /// Write a checkpoint every this many epochs (and always at the end).
     #[serde(default = "d_one")]
     pub checkpoint_every: usize,
+    /// Also every this many steps inside an epoch (0: off).
+    #[serde(default)]
+    pub checkpoint_every_steps: usize,
+    /// Keep the latest N checkpoints (N > 1: copies under `checkpoints/`).
+    #[serde(default = "d_one")]
+    pub keep_last: usize,
+    /// Keep the best checkpoint by kNN top-1 as `checkpoint-best.safetensors`.
+    #[serde(default)]
+    pub keep_best: bool,
 }
 fn d_device() -> String {
     "cpu".into()
@@ -914,6 +923,9 @@ impl Recipe {
                 "train.batch_size",
                 format!("must be at least 2, got {}", self.train.batch_size),
             );
+        }
+        if self.train.keep_last == 0 {
+            return bad("train.keep_last", "must be at least 1".into());
         }
         if self.train.log_every == 0 || self.train.checkpoint_every == 0 {
             return bad(

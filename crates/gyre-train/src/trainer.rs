@@ -25,6 +25,8 @@ pub struct TrainOptions {
     pub run_dir: Option<PathBuf>,
     /// No progress bar.
     pub quiet: bool,
+    /// Continue the run in `run_dir` from its checkpoint.
+    pub resume: bool,
 }
 
 /// The end-of-run summary (also the last line on stdout).
@@ -56,6 +58,26 @@ fn views_to_tensors(
         .zip(&batch.view_shapes)
         .map(|(v, &(c, h, w))| Tensor::from_vec(v, (n, c, h, w), device))
         .collect()
+}
+
+/// Drops the log lines of steps after `step` (and any summary): a resumed run re-logs them.
+fn truncate_log(path: &std::path::Path, step: u64) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            v["kind"] != "summary" && v["step"].as_u64().is_none_or(|s| s <= step)
+        })
+        .collect();
+    let tmp = path.with_extension("jsonl.tmp");
+    let mut body = kept.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    std::fs::write(&tmp, body).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename", path.display()))?;
+    Ok(())
 }
 
 /// Trains `recipe` and returns the summary.
@@ -112,9 +134,24 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
     let mut optim = Optimizer::new(method.params(), settings);
 
     let run_dir = make_run_dir(recipe, opts)?;
-    std::fs::write(run_dir.join("recipe.toml"), recipe.to_toml())
-        .with_context(|| format!("{}: cannot write recipe.toml", run_dir.display()))?;
     let metrics_path = run_dir.join("metrics.jsonl");
+    // Where to start: the beginning, or the checkpoint of an interrupted run.
+    let (mut step, start_epoch, start_epoch_step, mut best_knn, mut last_knn) = if opts.resume {
+        let ck = checkpoint::load(&run_dir, &device)?;
+        let wp = checkpoint::weights_path(&run_dir);
+        checkpoint::restore_params(method.params(), &ck.tensors, &wp)?;
+        optim.load_state(&ck.tensors, ck.state.step);
+        method
+            .load_state(&checkpoint::method_state(&ck.tensors))
+            .with_context(|| format!("{}: restoring the method's state", wp.display()))?;
+        truncate_log(&metrics_path, ck.state.step)?;
+        let s = ck.state;
+        (s.step, s.epoch, s.epoch_step, s.best_knn_top1, s.knn_top1)
+    } else {
+        std::fs::write(run_dir.join("recipe.toml"), recipe.to_toml())
+            .with_context(|| format!("{}: cannot write recipe.toml", run_dir.display()))?;
+        (0u64, 0u64, 0u64, None, None)
+    };
     let mut log = MetricsLog::create(&metrics_path)
         .with_context(|| format!("{}: cannot create", metrics_path.display()))?;
     if !opts.quiet {
@@ -164,15 +201,24 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
             .progress_chars("=> "),
     );
     let imgs_per_step = (recipe.train.batch_size * recipe.method.views.len()) as f64;
-    let mut step: u64 = 0;
     let mut train_secs = 0f64;
-    let mut last_knn = None;
     let mut last_loss = f64::NAN;
+    let keep = checkpoint::Keep {
+        last: recipe.train.keep_last,
+        best: recipe.train.keep_best,
+    };
+    let every_steps = recipe.train.checkpoint_every_steps as u64;
     let mut ckpt_path: Option<PathBuf> = None;
     let mut window = (Instant::now(), 0u64);
-    for epoch in 0..recipe.train.epochs as u64 {
+    bar.set_position(step);
+    for epoch in start_epoch..recipe.train.epochs as u64 {
         let t_epoch = Instant::now();
-        for mut batch in loader.epoch(epoch, 0) {
+        let first = if epoch == start_epoch {
+            start_epoch_step as usize
+        } else {
+            0
+        };
+        for (i, mut batch) in loader.epoch(epoch, first).enumerate() {
             let lr = schedule.at(step);
             let x = views_to_tensors(&mut batch, &device)?;
             let ctx = StepContext {
@@ -210,6 +256,30 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
                 bar.set_message(format!("loss {loss:.4} lr {lr:.4} {ips:.0} img/s"));
             }
             bar.inc(1);
+            let epoch_step = (first + i + 1) as u64;
+            if every_steps > 0 && step.is_multiple_of(every_steps) && epoch_step < steps_per_epoch {
+                let state = CheckpointState {
+                    recipe: recipe.name.clone(),
+                    method: method.name().into(),
+                    epoch,
+                    epoch_step,
+                    step,
+                    seed: recipe.seed,
+                    weights: "checkpoint.safetensors".into(),
+                    knn_top1: last_knn,
+                    best_knn_top1: best_knn,
+                };
+                let st = method.state()?;
+                ckpt_path = Some(checkpoint::save(
+                    &run_dir,
+                    method.params(),
+                    &optim,
+                    st,
+                    &state,
+                    keep,
+                    false,
+                )?);
+            }
         }
         train_secs += t_epoch.elapsed().as_secs_f64();
         let done = epoch + 1;
@@ -253,16 +323,36 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
             }
             last_knn = acc;
         }
+        let is_best = match (last_knn, best_knn) {
+            (Some(a), Some(b)) => a > b,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if is_best {
+            best_knn = last_knn;
+        }
         if last_epoch || done.is_multiple_of(recipe.train.checkpoint_every as u64) {
             let state = CheckpointState {
                 recipe: recipe.name.clone(),
                 method: method.name().into(),
                 epoch: done,
+                epoch_step: 0,
                 step,
                 seed: recipe.seed,
                 weights: "checkpoint.safetensors".into(),
+                knn_top1: last_knn,
+                best_knn_top1: best_knn,
             };
-            ckpt_path = Some(checkpoint::save(&run_dir, method.params(), &optim, &state)?);
+            let st = method.state()?;
+            ckpt_path = Some(checkpoint::save(
+                &run_dir,
+                method.params(),
+                &optim,
+                st,
+                &state,
+                keep,
+                is_best,
+            )?);
         }
         window = (Instant::now(), 0);
     }

@@ -13,6 +13,7 @@ use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
 use gyre_losses::byol_loss;
+use std::collections::HashMap;
 
 pub struct Byol {
     backbone: ResNet,
@@ -79,6 +80,14 @@ impl Method for Byol {
 
     fn backbone(&self) -> &ResNet {
         &self.backbone
+    }
+
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(self.teacher.state())
+    }
+
+    fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
+        self.teacher.load_state(t)
     }
 
     fn step(&mut self, views: &[Tensor], _batch: &Batch, ctx: StepContext) -> Result<StepOutput> {

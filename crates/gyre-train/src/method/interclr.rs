@@ -24,6 +24,7 @@ use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
 use gyre_losses::{info_nce, inter_loss, l2_normalize};
+use std::collections::HashMap;
 
 pub struct InterClr {
     backbone: ResNet,
@@ -140,6 +141,19 @@ impl Method for InterClr {
         };
         self.pending = Some((l2_normalize(&k)?, batch.indices.clone()));
         Ok(StepOutput { loss, logs })
+    }
+
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut v = self.teacher.state();
+        v.extend(self.queue.state("queue")?);
+        v.extend(self.memory.state("memory")?);
+        Ok(v)
+    }
+
+    fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
+        self.teacher.load_state(t)?;
+        self.queue.load_state("queue", t)?;
+        self.memory.load_state("memory", t)
     }
 
     fn after_step(&mut self, ctx: StepContext) -> Result<()> {

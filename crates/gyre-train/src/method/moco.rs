@@ -23,6 +23,7 @@ use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
 use gyre_losses::{info_nce, l2_normalize};
+use std::collections::HashMap;
 
 pub struct MocoV2 {
     backbone: ResNet,
@@ -127,6 +128,24 @@ impl Method for MocoV2 {
         }
         self.pending = Some(l2_normalize(&keys)?);
         Ok(StepOutput { loss, logs })
+    }
+
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut v = self.teacher.state();
+        v.extend(self.queue.state("queue")?);
+        if let Some(irc) = &self.irc {
+            v.extend(irc.state()?);
+        }
+        Ok(v)
+    }
+
+    fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
+        self.teacher.load_state(t)?;
+        self.queue.load_state("queue", t)?;
+        if let Some(irc) = self.irc.as_mut() {
+            irc.load_state(t)?;
+        }
+        Ok(())
     }
 
     fn after_step(&mut self, _ctx: StepContext) -> Result<()> {

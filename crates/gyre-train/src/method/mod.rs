@@ -22,6 +22,7 @@ use crate::recipe::{MethodName, Recipe};
 use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
+use std::collections::HashMap;
 
 pub use byol::Byol;
 pub use interclr::InterClr;
@@ -69,6 +70,15 @@ pub trait Method {
     fn step(&mut self, views: &[Tensor], batch: &Batch, ctx: StepContext) -> Result<StepOutput>;
     /// Steps 5–6, after the optimiser step: queue and bank writes, periodic refreshes.
     fn after_step(&mut self, _ctx: StepContext) -> Result<()> {
+        Ok(())
+    }
+    /// Everything else a resumed run needs, as named tensors: teachers, queues, banks, plug-in
+    /// memories (the trained parameters are in [`Self::params`]).
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(Vec::new())
+    }
+    /// Restores what [`Self::state`] wrote.
+    fn load_state(&mut self, _t: &HashMap<String, Tensor>) -> Result<()> {
         Ok(())
     }
     /// Diagnostics accumulated since the last call, logged with each evaluation (IRC: cycle

@@ -25,6 +25,7 @@ use gyre_losses::{
     ressl_loss,
 };
 use rand::{seq::SliceRandom, Rng, SeedableRng};
+use std::collections::HashMap;
 
 /// One batch's CutMix: the box `[y0, y1) × [x0, x1)`, the permutation, and the kept fraction r.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,6 +179,19 @@ impl Method for Reco {
         let loss = ((l_moco + (l_global * self.global_weight)?)? + (l_local * self.local_weight)?)?;
         self.pending = Some((l2_normalize(&k)?, l2_normalize(&k_w)?));
         Ok(StepOutput { loss, logs })
+    }
+
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut v = self.teacher.state();
+        v.extend(self.queue.state("queue")?);
+        v.extend(self.queue_w.state("queue_weak")?);
+        Ok(v)
+    }
+
+    fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
+        self.teacher.load_state(t)?;
+        self.queue.load_state("queue", t)?;
+        self.queue_w.load_state("queue_weak", t)
     }
 
     fn after_step(&mut self, _ctx: StepContext) -> Result<()> {

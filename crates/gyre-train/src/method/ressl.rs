@@ -20,6 +20,7 @@ use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
 use gyre_losses::{info_nce, l2_normalize, ressl_loss};
+use std::collections::HashMap;
 
 pub struct Ressl {
     backbone: ResNet,
@@ -123,6 +124,17 @@ impl Method for Ressl {
         };
         self.pending = Some(l2_normalize(&z_t)?);
         Ok(StepOutput { loss, logs })
+    }
+
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut v = self.teacher.state();
+        v.extend(self.queue.state("queue")?);
+        Ok(v)
+    }
+
+    fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
+        self.teacher.load_state(t)?;
+        self.queue.load_state("queue", t)
     }
 
     fn after_step(&mut self, _ctx: StepContext) -> Result<()> {

@@ -13,6 +13,7 @@ use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
 use gyre_losses::{nt_xent, nt_xent_extra_positives};
+use std::collections::HashMap;
 
 pub struct SimClr {
     backbone: ResNet,
@@ -62,6 +63,20 @@ impl Method for SimClr {
 
     fn backbone(&self) -> &ResNet {
         &self.backbone
+    }
+
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        match &self.irc {
+            Some(irc) => irc.state(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
+        match self.irc.as_mut() {
+            Some(irc) => irc.load_state(t),
+            None => Ok(()),
+        }
     }
 
     fn step(&mut self, views: &[Tensor], batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
