@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod head;
+pub mod hub;
 pub mod init;
 pub mod layers;
 pub mod params;
@@ -12,5 +13,6 @@ pub mod weights;
 
 pub use error::EncoderError;
 pub use head::{ProjectionHead, ProjectionHeadConfig};
+pub use hub::{from_pretrained, from_pretrained_with, HubOptions, Pretrained, PretrainedConfig};
 pub use params::{Param, ParamKind, ParamStore};
 pub use resnet::{Block, ResNet, ResNetConfig, Stem};

@@ -9,6 +9,7 @@ pub mod cluster_bank;
 pub mod data_setup;
 pub mod ema;
 pub mod eval;
+pub mod export;
 pub mod irc;
 pub mod knn;
 pub mod method;

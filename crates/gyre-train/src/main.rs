@@ -55,6 +55,15 @@ enum Cmd {
         #[arg(long, default_value_t = 0.1)]
         t: f64,
     },
+    /// Export a run's backbone as a Hugging Face Hub model folder.
+    Export {
+        /// Run folder (holds recipe.toml and checkpoint.safetensors).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output folder (model.safetensors, config.json, README.md).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Benchmark the training step and the data pipeline; prints JSON lines.
     Bench {
         /// `resnet-mini`, `resnet18`, or `all` (both reference shapes).
@@ -144,6 +153,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "{}",
                 serde_json::json!({"checkpoint": wp.display().to_string(), "knn_top1": acc, "k": k, "t": t, "data": data.description})
+            );
+        }
+        Cmd::Export { checkpoint, out } => {
+            gyre_train::export::export(&checkpoint, &out)?;
+            println!(
+                "{}",
+                serde_json::json!({"exported": out.display().to_string()})
             );
         }
         Cmd::Bench {

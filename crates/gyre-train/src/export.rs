@@ -1,0 +1,113 @@
+//! `gyre export`: a run's backbone as a Hugging Face Hub model folder (`model.safetensors` with
+//! torchvision key names, `config.json`, and a `README.md` model card with YAML front matter:
+//! library, tags, datasets, a `model-index` with the run's kNN top-1, and the recipe).
+
+use crate::checkpoint;
+use crate::recipe::Recipe;
+use anyhow::Context;
+use gyre_encoders::hub::{save_pretrained, PretrainedConfig};
+use gyre_encoders::weights::load_into;
+use gyre_kernels::Device;
+use std::path::Path;
+
+fn dataset_id(kind: &str) -> &str {
+    match kind {
+        k if k.starts_with("fashion-mnist") => "zalando-datasets/fashion_mnist",
+        k if k.starts_with("cifar10") => "uoft-cs/cifar10",
+        "cifar100" => "uoft-cs/cifar100",
+        _ => "custom",
+    }
+}
+
+/// The model card of an exported backbone.
+pub fn model_card(recipe: &Recipe, config: &PretrainedConfig, knn: Option<f64>) -> String {
+    let data = serde_json::to_value(recipe.data.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    let method = recipe.method.kind().as_str();
+    let mut s = String::new();
+    s.push_str("---\nlibrary_name: gyre\npipeline_tag: image-feature-extraction\nlicense: mit\n");
+    s.push_str(&format!(
+        "tags:\n- self-supervised-learning\n- gyre\n- {method}\n- {}\n",
+        config.architecture
+    ));
+    s.push_str(&format!("datasets:\n- {}\n", dataset_id(&data)));
+    if let Some(k) = knn {
+        s.push_str(&format!(
+            "model-index:\n- name: {}\n  results:\n  - task:\n      type: image-classification\n      name: kNN (k = {}, t = {}) on frozen backbone features\n    dataset:\n      type: {}\n      name: {data}\n    metrics:\n    - type: accuracy\n      name: kNN top-1\n      value: {:.2}\n",
+            recipe.name,
+            recipe.eval.knn_k,
+            recipe.eval.knn_t,
+            dataset_id(&data),
+            100.0 * k
+        ));
+    }
+    s.push_str("---\n\n");
+    s.push_str(&format!(
+        "# {}\n\nA {} backbone ({} stem, {} input channel(s), {}-d features) pretrained with \
+         {method} by [gyre](https://github.com/gyre-ssl/gyre) on {data}.\n\n",
+        recipe.name,
+        config.architecture,
+        serde_json::to_value(config.stem)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        config.in_channels,
+        config.feature_dim
+    ));
+    if let Some(k) = knn {
+        s.push_str(&format!(
+            "kNN top-1 (k = {}, t = {}): **{:.2}%**.\n\n",
+            recipe.eval.knn_k,
+            recipe.eval.knn_t,
+            100.0 * k
+        ));
+    }
+    s.push_str(&format!(
+        "Inputs: images of {0}×{0} pixels in [0, 1], normalised with mean {1:?} and std {2:?}.\n\n",
+        config.image_size, config.mean, config.std
+    ));
+    s.push_str(
+        "## Use it\n\nIn gyre: `gyre_encoders::from_pretrained(\"<org>/<name>\", &Device::Cpu)`.\n\n\
+         In PyTorch: `model.safetensors` holds a torchvision `ResNet` state dict without `fc`; with \
+         the CIFAR stem, replace `conv1` by a 3×3 stride-1 convolution and `maxpool` by \
+         `nn.Identity()`, then `model.load_state_dict(safetensors.torch.load_file(\"model.safetensors\"), strict=False)`.\n\n",
+    );
+    s.push_str("## The recipe that produced it\n\n```toml\n");
+    s.push_str(&recipe.to_toml());
+    s.push_str("```\n");
+    s
+}
+
+/// Exports the backbone of the run in `run_dir` into `out`.
+pub fn export(run_dir: &Path, out: &Path) -> anyhow::Result<()> {
+    let recipe = Recipe::load(&run_dir.join("recipe.toml"), &[])?;
+    let device = Device::Cpu;
+    let ck = checkpoint::load(run_dir, &device)?;
+    let channels = recipe.data.mean.len();
+    let backbone = crate::method::build_backbone(&recipe, channels, &device)?;
+    let wp = checkpoint::weights_path(run_dir);
+    let tensors: std::collections::HashMap<_, _> = ck
+        .tensors
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("backbone."))
+        .collect();
+    load_into(backbone.params(), &tensors, "backbone.", &wp)?;
+    let size = recipe
+        .augment
+        .get(&recipe.method.views[0])
+        .map(|a| a.size)
+        .unwrap_or(0);
+    let config = PretrainedConfig::new(
+        &recipe.encoder.arch,
+        backbone.config(),
+        &recipe.data.mean,
+        &recipe.data.std,
+        size,
+    );
+    let card = model_card(&recipe, &config, ck.state.knn_top1);
+    save_pretrained(out, &backbone, &config, &card)
+        .with_context(|| format!("exporting to {}", out.display()))?;
+    Ok(())
+}
