@@ -13,6 +13,22 @@ pub fn backbone_features(
     std: &[f32],
     device: &Device,
 ) -> Result<FeatureSet> {
+    let raw = raw_backbone_features(net, set, mean, std, device)?;
+    Ok(FeatureSet::new(
+        raw,
+        set.labels().map(<[u32]>::to_vec).unwrap_or_default(),
+        net.feature_dim(),
+    ))
+}
+
+/// Eval-mode backbone features of every image of `set`, not normalised, row-major `[n, dim]`.
+pub fn raw_backbone_features(
+    net: &ResNet,
+    set: &ImageSet,
+    mean: &[f32],
+    std: &[f32],
+    device: &Device,
+) -> Result<Vec<f32>> {
     let chunk = 500;
     let (c, h, w) = (set.channels, set.height, set.width);
     let mut feats = Vec::with_capacity(set.len() * net.feature_dim());
@@ -26,11 +42,7 @@ pub fn backbone_features(
         let f = net.forward_t(&x, false)?.detach();
         feats.extend(f.flatten_all()?.to_vec1::<f32>()?);
     }
-    Ok(FeatureSet::new(
-        feats,
-        set.labels().map(<[u32]>::to_vec).unwrap_or_default(),
-        net.feature_dim(),
-    ))
+    Ok(feats)
 }
 
 /// Normalised raw pixels as features (the "no learning" reference).

@@ -45,15 +45,41 @@ enum Cmd {
         #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["recipe", "set", "run_dir"])]
         resume: Option<PathBuf>,
     },
-    /// Evaluate a run's checkpoint with the kNN monitor.
+    /// Evaluate a run's checkpoint: kNN (a sweep over k and t) and optionally a linear probe on
+    /// frozen backbone features; one JSON line per result.
     Eval {
         /// Run folder (holds recipe.toml and checkpoint.safetensors).
         #[arg(long)]
         checkpoint: PathBuf,
-        #[arg(long, default_value_t = 200)]
-        k: usize,
-        #[arg(long, default_value_t = 0.1)]
-        t: f64,
+        /// kNN neighbours, comma-separated for a sweep.
+        #[arg(long, value_delimiter = ',', default_value = "200")]
+        k: Vec<usize>,
+        /// kNN temperatures, comma-separated for a sweep.
+        #[arg(long, value_delimiter = ',', default_value = "0.1")]
+        t: Vec<f64>,
+        /// Also train a linear probe (the ReSSL protocol: SGD 0.3, cosine, batch 256) on the
+        /// kNN bank's images and score it on the queries.
+        #[arg(long)]
+        linear: bool,
+        #[arg(long, default_value_t = 100)]
+        linear_epochs: usize,
+        #[arg(long, default_value_t = 0.3)]
+        linear_lr: f64,
+        /// Probe raw features instead of L2-normalised ones.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Write a run's backbone features and labels of a split (`OUT.safetensors`, `OUT.*.npy`).
+    Embed {
+        /// Run folder (holds recipe.toml and checkpoint.safetensors).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// `test` (the kNN queries) or `train` (the kNN bank).
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Output path without extension.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Export a run's backbone as a Hugging Face Hub model folder.
     Export {
@@ -125,7 +151,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let summary = train(&r, &opts)?;
             println!("{summary}");
         }
-        Cmd::Eval { checkpoint, k, t } => {
+        Cmd::Eval {
+            checkpoint,
+            k,
+            t,
+            linear,
+            linear_epochs,
+            linear_lr,
+            raw,
+        } => {
             let recipe_path = checkpoint.join("recipe.toml");
             let r = Recipe::load(&recipe_path, &[])?;
             let device = gyre_kernels::select_device(&r.train.device)?;
@@ -133,6 +167,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let net = gyre_train::method::build_backbone(&r, data.pretrain.channels, &device)?;
             let wp = gyre_train::checkpoint::weights_path(&checkpoint);
             let tensors = gyre_encoders::weights::read_tensors(&wp, &device)?;
+            let tensors = tensors
+                .into_iter()
+                .filter(|(name, _)| name.starts_with("backbone."))
+                .collect();
             gyre_encoders::weights::load_into(net.params(), &tensors, "backbone.", &wp)?;
             let Some((bank, queries)) = &data.eval else {
                 anyhow::bail!(
@@ -140,19 +178,85 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     recipe_path.display()
                 );
             };
-            let acc = gyre_train::eval::knn_eval(
+            let (mean, std) = (&r.data.mean, &r.data.std);
+            let fb = gyre_train::eval::raw_backbone_features(&net, bank, mean, std, &device)?;
+            let fq = gyre_train::eval::raw_backbone_features(&net, queries, mean, std, &device)?;
+            let dim = net.feature_dim();
+            let labels =
+                |s: &gyre_data::ImageSet| s.labels().map(<[u32]>::to_vec).unwrap_or_default();
+            let b = gyre_train::knn::FeatureSet::new(fb.clone(), labels(bank), dim);
+            let q = gyre_train::knn::FeatureSet::new(fq.clone(), labels(queries), dim);
+            let classes = bank.classes.len().max(1);
+            for &kk in &k {
+                for &tt in &t {
+                    let acc = gyre_train::knn::knn_top1(&b, &q, kk, tt, classes)?;
+                    println!(
+                        "{}",
+                        serde_json::json!({"checkpoint": wp.display().to_string(), "knn_top1": acc, "k": kk, "t": tt, "data": data.description})
+                    );
+                }
+            }
+            if linear {
+                let cfg = gyre_train::linear::ProbeConfig {
+                    epochs: linear_epochs,
+                    lr: linear_lr,
+                    normalize: !raw,
+                    seed: r.seed,
+                    ..Default::default()
+                };
+                let res = gyre_train::linear::linear_probe(
+                    fb,
+                    &labels(bank),
+                    fq,
+                    &labels(queries),
+                    dim,
+                    classes,
+                    cfg,
+                )?;
+                println!(
+                    "{}",
+                    serde_json::json!({"checkpoint": wp.display().to_string(), "linear": res, "features": if raw { "raw" } else { "l2-normalised" }, "lr": linear_lr, "data": data.description})
+                );
+            }
+        }
+        Cmd::Embed {
+            checkpoint,
+            split,
+            out,
+        } => {
+            let r = Recipe::load(&checkpoint.join("recipe.toml"), &[])?;
+            let device = gyre_kernels::select_device(&r.train.device)?;
+            let data = gyre_train::data_setup::load(&r)?;
+            let net = gyre_train::method::build_backbone(&r, data.pretrain.channels, &device)?;
+            let wp = gyre_train::checkpoint::weights_path(&checkpoint);
+            let tensors = gyre_encoders::weights::read_tensors(&wp, &device)?
+                .into_iter()
+                .filter(|(name, _)| name.starts_with("backbone."))
+                .collect();
+            gyre_encoders::weights::load_into(net.params(), &tensors, "backbone.", &wp)?;
+            let set = match (split.as_str(), &data.eval) {
+                ("test", Some((_, q))) => q.clone(),
+                ("train", Some((b, _))) => b.clone(),
+                ("train", None) => data.pretrain.clone(),
+                (s, _) => {
+                    anyhow::bail!("--split {s}: expected test or train (test needs labelled data)")
+                }
+            };
+            let f = gyre_train::eval::raw_backbone_features(
                 &net,
-                bank,
-                queries,
+                &set,
                 &r.data.mean,
                 &r.data.std,
-                k,
-                t,
                 &device,
             )?;
+            let labels = set
+                .labels()
+                .map(<[u32]>::to_vec)
+                .unwrap_or_else(|| vec![u32::MAX; set.len()]);
+            gyre_train::embed::write_embeddings(&out, &f, &labels, net.feature_dim())?;
             println!(
                 "{}",
-                serde_json::json!({"checkpoint": wp.display().to_string(), "knn_top1": acc, "k": k, "t": t, "data": data.description})
+                serde_json::json!({"embedded": set.name, "images": set.len(), "dim": net.feature_dim(), "out": out.display().to_string()})
             );
         }
         Cmd::Export { checkpoint, out } => {
