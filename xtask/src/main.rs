@@ -66,13 +66,56 @@ fn run_gyre(cmd: &str, args: &[String]) -> Result<()> {
         bail!("cargo build failed");
     }
     let bin = root.join("target/release/gyre");
-    let status = Command::new(&bin)
+    if cmd != "train" {
+        let status = Command::new(&bin)
+            .current_dir(&root)
+            .arg(cmd)
+            .args(args)
+            .status()
+            .with_context(|| format!("running {}", bin.display()))?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    // Training: pass stdout through, then draw the run's charts (`gyre plot`) from the summary's
+    // run folder.
+    let mut child = Command::new(&bin)
         .current_dir(&root)
         .arg(cmd)
         .args(args)
-        .status()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .with_context(|| format!("running {}", bin.display()))?;
-    std::process::exit(status.code().unwrap_or(1));
+    let mut last = String::new();
+    if let Some(out) = child.stdout.take() {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            last = line;
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    if let Some(run_dir) = json_string_field(&last, "run_dir") {
+        let plot = Command::new(&bin)
+            .current_dir(&root)
+            .args(["plot", &run_dir])
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        if plot.success() {
+            eprintln!("xtask: charts in {run_dir}/plots (loss.png, knn.png, pca.png)");
+        }
+    }
+    Ok(())
+}
+
+/// The string value of `"key":"…"` in a one-line JSON object (no escapes in run paths we write).
+fn json_string_field(line: &str, key: &str) -> Option<String> {
+    let pat = format!("\"{key}\":\"");
+    let start = line.find(&pat)? + pat.len();
+    let end = line[start..].find('"')? + start;
+    Some(line[start..end].to_string())
 }
 
 /// sha256 of the decompressed Fashion-MNIST files (Debian's package and upstream agree).

@@ -17,6 +17,7 @@ pub mod linear;
 pub mod method;
 pub mod metrics;
 pub mod optim;
+pub mod plot;
 pub mod recipe;
 pub mod schedule;
 pub mod teacher;

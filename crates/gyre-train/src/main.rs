@@ -81,6 +81,15 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Draw a run's charts into RUN_DIR/plots: loss and learning rate, kNN top-1, and a 2-D PCA
+    /// of the test embeddings coloured by class.
+    Plot {
+        /// Run folder.
+        run: PathBuf,
+        /// Test images in the PCA (the first N).
+        #[arg(long, default_value_t = 2000)]
+        pca_images: usize,
+    },
     /// Export a run's backbone as a Hugging Face Hub model folder.
     Export {
         /// Run folder (holds recipe.toml and checkpoint.safetensors).
@@ -258,6 +267,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "{}",
                 serde_json::json!({"embedded": set.name, "images": set.len(), "dim": net.feature_dim(), "out": out.display().to_string()})
             );
+        }
+        Cmd::Plot { run, pca_images } => {
+            let r = Recipe::load(&run.join("recipe.toml"), &[])?;
+            let mut files = gyre_train::plot::plot_metrics(&run, &r.name)?;
+            let data = gyre_train::data_setup::load(&r)?;
+            if let (Some((_, test)), true) = (
+                &data.eval,
+                gyre_train::checkpoint::weights_path(&run).is_file(),
+            ) {
+                let device = gyre_kernels::select_device(&r.train.device)?;
+                let net = gyre_train::method::build_backbone(&r, data.pretrain.channels, &device)?;
+                let wp = gyre_train::checkpoint::weights_path(&run);
+                let tensors = gyre_encoders::weights::read_tensors(&wp, &device)?
+                    .into_iter()
+                    .filter(|(name, _)| name.starts_with("backbone."))
+                    .collect();
+                gyre_encoders::weights::load_into(net.params(), &tensors, "backbone.", &wp)?;
+                let test = test.head(pca_images);
+                let f = gyre_train::eval::raw_backbone_features(
+                    &net,
+                    &test,
+                    &r.data.mean,
+                    &r.data.std,
+                    &device,
+                )?;
+                let pts = gyre_train::plot::pca2(&f, net.feature_dim());
+                let p = run.join("plots").join("pca.png");
+                gyre_train::plot::pca_chart(
+                    &p,
+                    &format!("{}: PCA of {} test embeddings", r.name, test.len()),
+                    &pts,
+                    test.labels().unwrap_or(&[]),
+                    &test.classes,
+                )?;
+                files.push(p);
+            }
+            let files: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+            println!("{}", serde_json::json!({"plots": files}));
         }
         Cmd::Export { checkpoint, out } => {
             gyre_train::export::export(&checkpoint, &out)?;
