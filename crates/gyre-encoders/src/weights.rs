@@ -106,6 +106,21 @@ pub fn load_into(
     Ok(())
 }
 
+/// Loads a torchvision `ResNet` state dict into a backbone: like [`load_into`] with no prefix,
+/// but the classifier (`fc.weight`, `fc.bias`) is dropped, since a backbone has none.
+pub fn load_torchvision(
+    store: &ParamStore,
+    tensors: &HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<(), EncoderError> {
+    let body: HashMap<String, Tensor> = tensors
+        .iter()
+        .filter(|(k, _)| !k.starts_with("fc."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    load_into(store, &body, "", path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
