@@ -80,19 +80,33 @@ pub fn model_card(recipe: &Recipe, config: &PretrainedConfig, knn: Option<f64>) 
     s
 }
 
+fn last_knn(run_dir: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "knn")
+        .filter_map(|v| v["knn_top1"].as_f64())
+        .last()
+}
+
 /// Exports the backbone of the run in `run_dir` into `out`.
 pub fn export(run_dir: &Path, out: &Path) -> anyhow::Result<()> {
     let recipe = Recipe::load(&run_dir.join("recipe.toml"), &[])?;
     let device = Device::Cpu;
-    let ck = checkpoint::load(run_dir, &device)?;
+    let wp = checkpoint::weights_path(run_dir);
+    // The run's last kNN: from the checkpoint's state, or (checkpoints written before the state
+    // was stored in them) from the metrics log.
+    let knn = match checkpoint::load(run_dir, &device) {
+        Ok(ck) => ck.state.knn_top1,
+        Err(_) => last_knn(run_dir),
+    };
     let channels = recipe.data.mean.len();
     let backbone = crate::method::build_backbone(&recipe, channels, &device)?;
-    let wp = checkpoint::weights_path(run_dir);
-    let tensors: std::collections::HashMap<_, _> = ck
-        .tensors
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("backbone."))
-        .collect();
+    let tensors: std::collections::HashMap<_, _> =
+        gyre_encoders::weights::read_tensors(&wp, &device)?
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("backbone."))
+            .collect();
     load_into(backbone.params(), &tensors, "backbone.", &wp)?;
     let size = recipe
         .augment
@@ -106,7 +120,7 @@ pub fn export(run_dir: &Path, out: &Path) -> anyhow::Result<()> {
         &recipe.data.std,
         size,
     );
-    let card = model_card(&recipe, &config, ck.state.knn_top1);
+    let card = model_card(&recipe, &config, knn);
     save_pretrained(out, &backbone, &config, &card)
         .with_context(|| format!("exporting to {}", out.display()))?;
     Ok(())

@@ -49,8 +49,15 @@ enum Cmd {
     /// frozen backbone features; one JSON line per result.
     Eval {
         /// Run folder (holds recipe.toml and checkpoint.safetensors).
+        #[arg(long, required_unless_present = "pretrained")]
+        checkpoint: Option<PathBuf>,
+        /// Instead: a pretrained backbone (a model folder or a Hub id from the local Hub cache),
+        /// evaluated on the data of `--recipe` with the model's own normalisation.
+        #[arg(long, conflicts_with = "checkpoint", requires = "recipe")]
+        pretrained: Option<String>,
+        /// The recipe whose `[data]` the pretrained backbone is evaluated on.
         #[arg(long)]
-        checkpoint: PathBuf,
+        recipe: Option<PathBuf>,
         /// kNN neighbours, comma-separated for a sweep.
         #[arg(long, value_delimiter = ',', default_value = "200")]
         k: Vec<usize>,
@@ -162,6 +169,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Eval {
             checkpoint,
+            pretrained,
+            recipe,
             k,
             t,
             linear,
@@ -169,18 +178,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             linear_lr,
             raw,
         } => {
-            let recipe_path = checkpoint.join("recipe.toml");
-            let r = Recipe::load(&recipe_path, &[])?;
+            let (recipe_path, source) = match (&checkpoint, &recipe) {
+                (Some(c), _) => (c.join("recipe.toml"), c.display().to_string()),
+                (None, Some(r)) => (r.clone(), pretrained.clone().unwrap_or_default()),
+                (None, None) => {
+                    anyhow::bail!("eval needs --checkpoint, or --pretrained with --recipe")
+                }
+            };
+            let mut r = Recipe::load(&recipe_path, &[])?;
             let device = gyre_kernels::select_device(&r.train.device)?;
+            let net = match (&checkpoint, &pretrained) {
+                (Some(c), _) => {
+                    let channels = r.data.mean.len();
+                    let net = gyre_train::method::build_backbone(&r, channels, &device)?;
+                    let wp = gyre_train::checkpoint::weights_path(c);
+                    let tensors = gyre_encoders::weights::read_tensors(&wp, &device)?
+                        .into_iter()
+                        .filter(|(name, _)| name.starts_with("backbone."))
+                        .collect();
+                    gyre_encoders::weights::load_into(net.params(), &tensors, "backbone.", &wp)?;
+                    net
+                }
+                (None, Some(id)) => {
+                    let p = gyre_encoders::from_pretrained(id, &device)?;
+                    // The model's own input normalisation.
+                    r.data.mean = p.config.mean.clone();
+                    r.data.std = p.config.std.clone();
+                    p.backbone
+                }
+                (None, None) => unreachable!("checked above"),
+            };
             let data = gyre_train::data_setup::load(&r)?;
-            let net = gyre_train::method::build_backbone(&r, data.pretrain.channels, &device)?;
-            let wp = gyre_train::checkpoint::weights_path(&checkpoint);
-            let tensors = gyre_encoders::weights::read_tensors(&wp, &device)?;
-            let tensors = tensors
-                .into_iter()
-                .filter(|(name, _)| name.starts_with("backbone."))
-                .collect();
-            gyre_encoders::weights::load_into(net.params(), &tensors, "backbone.", &wp)?;
+            let wp = source;
             let Some((bank, queries)) = &data.eval else {
                 anyhow::bail!(
                     "{}: the run's data has no labelled test split to evaluate on",
@@ -201,7 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let acc = gyre_train::knn::knn_top1(&b, &q, kk, tt, classes)?;
                     println!(
                         "{}",
-                        serde_json::json!({"checkpoint": wp.display().to_string(), "knn_top1": acc, "k": kk, "t": tt, "data": data.description})
+                        serde_json::json!({"model": wp, "knn_top1": acc, "k": kk, "t": tt, "data": data.description})
                     );
                 }
             }
@@ -224,7 +253,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )?;
                 println!(
                     "{}",
-                    serde_json::json!({"checkpoint": wp.display().to_string(), "linear": res, "features": if raw { "raw" } else { "l2-normalised" }, "lr": linear_lr, "data": data.description})
+                    serde_json::json!({"model": wp, "linear": res, "features": if raw { "raw" } else { "l2-normalised" }, "lr": linear_lr, "data": data.description})
                 );
             }
         }
