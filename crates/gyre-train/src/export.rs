@@ -83,10 +83,10 @@ pub fn model_card(recipe: &Recipe, config: &PretrainedConfig, knn: Option<f64>) 
 fn last_knn(run_dir: &Path) -> Option<f64> {
     let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).ok()?;
     text.lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["kind"] == "knn")
-        .filter_map(|v| v["knn_top1"].as_f64())
-        .last()
+        .find_map(|v| v["knn_top1"].as_f64())
 }
 
 /// Exports the backbone of the run in `run_dir` into `out`.
