@@ -90,7 +90,7 @@ pub struct Pretrained {
 /// How to resolve a Hub id.
 #[derive(Debug, Clone)]
 pub struct HubOptions {
-    /// The Hub cache (`…/hub`); default `$HF_HOME/hub` or `~/.cache/huggingface/hub`.
+    /// The Hub cache (`…/hub`); `None`: see [`cache_dir`].
     pub cache_dir: Option<PathBuf>,
     /// Branch or tag (a `refs/<revision>` file in the cache).
     pub revision: String,
@@ -154,11 +154,15 @@ pub fn load_folder(dir: &Path, device: &Device) -> Result<Pretrained, EncoderErr
     })
 }
 
-/// The Hub cache folder of `opts`.
+/// The Hub cache folder: `opts.cache_dir`, else `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+/// `~/.cache/huggingface/hub` (what Python's `huggingface_hub` uses).
 pub fn cache_dir(opts: &HubOptions) -> PathBuf {
-    match &opts.cache_dir {
-        Some(d) => d.clone(),
-        None => hf_hub::Cache::default().path().clone(),
+    if let Some(d) = &opts.cache_dir {
+        return d.clone();
+    }
+    match std::env::var_os("HF_HUB_CACHE") {
+        Some(d) => PathBuf::from(d),
+        None => hf_hub::Cache::from_env().path().clone(),
     }
 }
 
