@@ -826,11 +826,14 @@ impl Recipe {
             );
         }
         if let Some(irc) = &self.irc {
-            if !matches!(method, MethodName::Simclr | MethodName::Mocov2) {
+            if !matches!(
+                method,
+                MethodName::Simclr | MethodName::Mocov2 | MethodName::Ressl
+            ) {
                 return bad(
                     "irc",
                     format!(
-                        "the IRC plug-in works with simclr and mocov2 so far, not {}",
+                        "the IRC plug-in works with simclr, mocov2 and ressl so far, not {}",
                         method.as_str()
                     ),
                 );

@@ -631,3 +631,71 @@ fn kill_during_checkpoint_writes_leaves_a_loadable_checkpoint() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The IRC plug-in on the momentum methods (MoCo v2, ReSSL) with auto-pairing, CI-sized: the cycle
+/// and the auto-pairs are logged with real values, and the memory survives in the checkpoint.
+#[test]
+fn irc_plugin_runs_on_moco_and_ressl() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tmp("irc-momentum");
+    for method in ["mocov2", "ressl"] {
+        let recipe = root.join(format!("recipes/{method}-irc-ap_resnet-mini_fmnist.toml"));
+        let run = dir.join(method);
+        let mut args = vec![
+            "train".to_string(),
+            "--quiet".into(),
+            "--recipe".into(),
+            recipe.display().to_string(),
+            "--run-dir".into(),
+            run.display().to_string(),
+        ];
+        for s in [
+            "data.kind=fashion-mnist-embedded",
+            "data.knn_bank=pretrain",
+            "data.subset=512",
+            "train.epochs=1",
+            "train.batch_size=64",
+            "train.log_every=1",
+            "method.queue=256",
+            "irc.memory=128",
+            "irc.ramp=0.0",
+            "eval.knn_k=20",
+            "eval.baselines=false",
+        ] {
+            args.extend(["--set".into(), s.into()]);
+        }
+        let out = gyre(&args.iter().map(String::as_str).collect::<Vec<_>>(), &dir);
+        assert!(
+            out.status.success(),
+            "{method}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        let lines: Vec<serde_json::Value> = metrics
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let knn = lines.iter().find(|l| l["kind"] == "knn").unwrap();
+        let acc = knn["irc_cycle_acc"].as_f64().expect("cycle accuracy");
+        let prec = knn["irc_pair_precision"].as_f64().expect("pair precision");
+        assert!(
+            (0.0..=1.0).contains(&acc) && (0.0..=1.0).contains(&prec),
+            "{method}: {knn}"
+        );
+        let step = lines
+            .iter()
+            .find(|l| l["kind"] == "step" && l.get("irc_pair_loss").is_some())
+            .unwrap_or_else(|| panic!("{method}: no step with an auto-pair loss"));
+        assert!(
+            step["irc_cycle_loss"].as_f64().unwrap() > 0.0,
+            "{method}: {step}"
+        );
+        let ck = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
+        let needle = b"state.irc.memory.field0";
+        assert!(
+            ck.windows(needle.len()).any(|w| w == needle),
+            "{method}: memory not saved"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

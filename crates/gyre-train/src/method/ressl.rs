@@ -10,10 +10,17 @@
 //! - `nce_warmup_epochs = E_w`: `L = (1 − α)·InfoNCE + α·L_ReSSL` with α rising linearly from 0
 //!   to 1 over the first E_w epochs; the InfoNCE uses the teacher's embedding of the weak view as
 //!   the positive and the same queue as negatives, at `nce_temperature` (0.2).
+//!
+//! With `[irc]`: the walk runs student (strong view) features → the plug-in's memory → the
+//! teacher's weak-view features (detached). With auto-pairing, each kept student row gets
+//! `w · auto_pair_weight · InfoNCE(z_s[i], m(i), queue)` at `nce_temperature`: the relational loss
+//! has no positives to add to, so the matched memory entry becomes the positive of an InfoNCE term
+//! over the same queue.
 
 use super::{build_backbone, Method, StepContext, StepOutput};
 use crate::bank::FifoBank;
 use crate::ema::MomentumSchedule;
+use crate::irc::IrcPlugin;
 use crate::recipe::Recipe;
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
@@ -34,6 +41,7 @@ pub struct Ressl {
     nce_warmup_epochs: f64,
     nce_tau: f64,
     params: ParamStore,
+    irc: Option<IrcPlugin>,
 }
 
 impl Ressl {
@@ -67,6 +75,17 @@ impl Ressl {
         } else {
             None
         };
+        let irc = match &recipe.irc {
+            Some(cfg) => Some(IrcPlugin::new(
+                cfg,
+                backbone.feature_dim(),
+                hc.output,
+                recipe.seed,
+                device,
+                &mut params,
+            )?),
+            None => None,
+        };
         Ok(Self {
             backbone,
             projector,
@@ -79,6 +98,7 @@ impl Ressl {
             nce_warmup_epochs: m.nce_warmup_epochs.unwrap_or(0.0),
             nce_tau: m.nce_temperature.unwrap_or(0.2),
             params,
+            irc,
         })
     }
 }
@@ -96,16 +116,16 @@ impl Method for Ressl {
         &self.backbone
     }
 
-    fn step(&mut self, views: &[Tensor], _batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
+    fn step(&mut self, views: &[Tensor], batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
         self.teacher.update(ctx)?;
         let queue = self.queue.field(0, views[0].device())?;
-        let mut z_s = self
-            .projector
-            .forward_t(&self.backbone.forward_t(&views[0], true)?, true)?;
+        let f_s = self.backbone.forward_t(&views[0], true)?;
+        let mut z_s = self.projector.forward_t(&f_s, true)?;
         if let Some(p) = &self.predictor {
             z_s = p.forward_t(&z_s, true)?;
         }
-        let z_t = self.teacher.encode(&views[1], ctx, 1)?.embeddings;
+        let teacher = self.teacher.encode(&views[1], ctx, 1)?;
+        let z_t = teacher.embeddings;
         let rel = ressl_loss(&z_s, &z_t, &queue, self.tau_s, self.tau_t)?;
         let mut logs = vec![("momentum", self.teacher.last_momentum)];
         let alpha = if self.nce_warmup_epochs > 0.0 {
@@ -113,7 +133,7 @@ impl Method for Ressl {
         } else {
             1.0
         };
-        let loss = if alpha < 1.0 {
+        let mut loss = if alpha < 1.0 {
             let nce = info_nce(&z_s, &z_t, &queue, self.nce_tau)?;
             logs.push(("relation_loss", rel.to_scalar::<f32>()? as f64));
             logs.push(("nce_loss", nce.to_scalar::<f32>()? as f64));
@@ -122,6 +142,26 @@ impl Method for Ressl {
         } else {
             rel
         };
+        if let Some(irc) = self.irc.as_mut() {
+            logs.push(("base_loss", loss.to_scalar::<f32>()? as f64));
+            let labels = batch.labels.as_deref();
+            let f = Tensor::cat(&[&f_s, &teacher.features], 0)?;
+            let (s, cycle_v2) = irc.step(&f, labels, ctx.step, ctx.total_steps)?;
+            loss = (loss + s.loss)?;
+            if let Some(p) = s.positives.filter(|p| p.weight > 0.0 && !p.rows.is_empty()) {
+                let rows = Tensor::from_slice(&p.rows, p.rows.len(), z_s.device())?;
+                let ap = info_nce(
+                    &z_s.index_select(&rows, 0)?,
+                    &p.positives,
+                    &queue,
+                    self.nce_tau,
+                )?;
+                logs.push(("irc_pair_loss", ap.to_scalar::<f32>()? as f64));
+                loss = (loss + (ap * p.weight)?)?;
+            }
+            irc.remember(&cycle_v2, &z_t, labels)?;
+            logs.extend(s.logs);
+        }
         self.pending = Some(l2_normalize(&z_t)?);
         Ok(StepOutput { loss, logs })
     }
@@ -129,12 +169,23 @@ impl Method for Ressl {
     fn state(&self) -> Result<Vec<(String, Tensor)>> {
         let mut v = self.teacher.state();
         v.extend(self.queue.state("queue")?);
+        if let Some(irc) = &self.irc {
+            v.extend(irc.state()?);
+        }
         Ok(v)
     }
 
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
         self.teacher.load_state(t)?;
-        self.queue.load_state("queue", t)
+        self.queue.load_state("queue", t)?;
+        match self.irc.as_mut() {
+            Some(irc) => irc.load_state(t),
+            None => Ok(()),
+        }
+    }
+
+    fn take_eval_stats(&mut self) -> Option<serde_json::Value> {
+        self.irc.as_mut().map(|i| i.take_stats())
     }
 
     fn after_step(&mut self, _ctx: StepContext) -> Result<()> {
