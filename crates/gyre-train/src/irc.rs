@@ -182,6 +182,36 @@ impl IrcPlugin {
         ))
     }
 
+    /// The whole plug-in inside a method's step: runs [`Self::step`] on `features` (`[2B, F]`,
+    /// view 1 first), adds `λ_c · L_cyc` to `base`, adds `weight · pair_loss(positives)` when
+    /// auto-pairs are on and found (each method says what its pair loss is: `rows` index its
+    /// view-1 embeddings, `positives` are their matched memory entries), remembers the batch
+    /// (`base_v2`: the view-2 base embeddings) and appends the diagnostics to `logs`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_to(
+        &mut self,
+        base: Tensor,
+        features: &Tensor,
+        base_v2: &Tensor,
+        labels: Option<&[u32]>,
+        step: u64,
+        total: u64,
+        logs: &mut Vec<(&'static str, f64)>,
+        pair_loss: impl FnOnce(&AutoPositives) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        logs.push(("base_loss", base.to_scalar::<f32>()? as f64));
+        let (s, cycle_v2) = self.step(features, labels, step, total)?;
+        let mut loss = (base + s.loss)?;
+        if let Some(p) = s.positives.filter(|p| p.weight > 0.0 && !p.rows.is_empty()) {
+            let ap = pair_loss(&p)?;
+            logs.push(("irc_pair_loss", ap.to_scalar::<f32>()? as f64));
+            loss = (loss + (ap * p.weight)?)?;
+        }
+        self.remember(&cycle_v2, base_v2, labels)?;
+        logs.extend(s.logs);
+        Ok(loss)
+    }
+
     /// Pushes one batch into the memory: its view-2 cycle embeddings (from [`Self::step`]), its
     /// view-2 base embeddings (`[B, base_dim]`, normalised here; the bank checks the width) and
     /// labels.

@@ -80,6 +80,35 @@ fn truncate_log(path: &std::path::Path, step: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a checkpoint is taken: (epochs done, steps into the next epoch, steps, last kNN, best).
+type Position = (u64, u64, u64, Option<f64>, Option<f64>);
+
+/// Writes the run's checkpoint at `at` (see [`checkpoint::save`]).
+fn write_checkpoint(
+    run_dir: &std::path::Path,
+    recipe: &Recipe,
+    method: &dyn Method,
+    optim: &Optimizer,
+    at: Position,
+    keep: checkpoint::Keep,
+    is_best: bool,
+) -> anyhow::Result<PathBuf> {
+    let (epoch, epoch_step, step, knn_top1, best_knn_top1) = at;
+    let state = CheckpointState {
+        recipe: recipe.name.clone(),
+        method: method.name().into(),
+        epoch,
+        epoch_step,
+        step,
+        seed: recipe.seed,
+        weights: "checkpoint.safetensors".into(),
+        knn_top1,
+        best_knn_top1,
+    };
+    let st = method.state()?;
+    checkpoint::save(run_dir, method.params(), optim, st, &state, keep, is_best)
+}
+
 /// Trains `recipe` and returns the summary.
 pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
     let t_start = Instant::now();
@@ -258,26 +287,9 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
             bar.inc(1);
             let epoch_step = (first + i + 1) as u64;
             if every_steps > 0 && step.is_multiple_of(every_steps) && epoch_step < steps_per_epoch {
-                let state = CheckpointState {
-                    recipe: recipe.name.clone(),
-                    method: method.name().into(),
-                    epoch,
-                    epoch_step,
-                    step,
-                    seed: recipe.seed,
-                    weights: "checkpoint.safetensors".into(),
-                    knn_top1: last_knn,
-                    best_knn_top1: best_knn,
-                };
-                let st = method.state()?;
-                ckpt_path = Some(checkpoint::save(
-                    &run_dir,
-                    method.params(),
-                    &optim,
-                    st,
-                    &state,
-                    keep,
-                    false,
+                let at = (epoch, epoch_step, step, last_knn, best_knn);
+                ckpt_path = Some(write_checkpoint(
+                    &run_dir, recipe, &*method, &optim, at, keep, false,
                 )?);
             }
         }
@@ -332,26 +344,9 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
             best_knn = last_knn;
         }
         if last_epoch || done.is_multiple_of(recipe.train.checkpoint_every as u64) {
-            let state = CheckpointState {
-                recipe: recipe.name.clone(),
-                method: method.name().into(),
-                epoch: done,
-                epoch_step: 0,
-                step,
-                seed: recipe.seed,
-                weights: "checkpoint.safetensors".into(),
-                knn_top1: last_knn,
-                best_knn_top1: best_knn,
-            };
-            let st = method.state()?;
-            ckpt_path = Some(checkpoint::save(
-                &run_dir,
-                method.params(),
-                &optim,
-                st,
-                &state,
-                keep,
-                is_best,
+            let at = (done, 0, step, last_knn, best_knn);
+            ckpt_path = Some(write_checkpoint(
+                &run_dir, recipe, &*method, &optim, at, keep, is_best,
             )?);
         }
         window = (Instant::now(), 0);

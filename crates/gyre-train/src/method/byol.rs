@@ -5,12 +5,11 @@
 //! forward pass (BatchNorm statistics per view, as solo-learn); the target runs without
 //! Shuffle-BN, as the reference.
 
-use super::{build_backbone, Method, StepContext, StepOutput};
-use crate::ema::MomentumSchedule;
+use super::{Method, Online, StepContext, StepOutput};
 use crate::recipe::Recipe;
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
+use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
 use gyre_losses::byol_loss;
 use std::collections::HashMap;
@@ -25,39 +24,16 @@ pub struct Byol {
 
 impl Byol {
     pub fn new(recipe: &Recipe, in_channels: usize, device: &Device) -> anyhow::Result<Self> {
-        let m = &recipe.method;
-        let backbone = build_backbone(recipe, in_channels, device)?;
-        let hc = recipe.head.projector(backbone.feature_dim());
-        let projector = ProjectionHead::new(hc, recipe.seed, "projector", device)?;
-        let pc = ProjectionHeadConfig::new(
-            hc.output,
-            m.predictor_hidden.unwrap_or(hc.hidden),
-            hc.output,
-        );
-        let predictor = ProjectionHead::new(pc, recipe.seed, "predictor", device)?;
-        let schedule = MomentumSchedule::new(
-            m.momentum.unwrap_or(0.99),
-            Some(m.momentum_final.unwrap_or(1.0)),
-        );
-        let teacher = MomentumEncoder::new(
-            &backbone,
-            &projector,
-            hc,
-            schedule,
-            recipe.seed,
-            false,
-            device,
-        )?;
-        let mut params = ParamStore::new();
-        params.extend_prefixed("backbone", backbone.params());
-        params.extend_prefixed("projector", projector.params());
-        params.extend_prefixed("predictor", predictor.params());
+        let mut o = Online::new(recipe, in_channels, device)?;
+        let hidden = recipe.method.predictor_hidden.unwrap_or(o.head_cfg.hidden);
+        let predictor = o.predictor(hidden, recipe.seed, device)?;
+        let teacher = o.teacher(recipe, Some(1.0), false, device)?;
         Ok(Self {
-            backbone,
-            projector,
+            backbone: o.backbone,
+            projector: o.head,
             predictor,
             teacher,
-            params,
+            params: o.params,
         })
     }
 

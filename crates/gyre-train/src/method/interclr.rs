@@ -14,10 +14,9 @@
 //! centroids every `centroid_every` steps and keep every cluster at `min_cluster` members or more.
 //! Rows the warm-up epoch never visits (a dropped last partial batch) keep their noise.
 
-use super::{build_backbone, Method, StepContext, StepOutput};
+use super::{Method, Online, StepContext, StepOutput};
 use crate::bank::FifoBank;
 use crate::cluster_bank::ClusterBank;
-use crate::ema::MomentumSchedule;
 use crate::recipe::Recipe;
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
@@ -52,15 +51,8 @@ impl InterClr {
         device: &Device,
     ) -> anyhow::Result<Self> {
         let m = &recipe.method;
-        let backbone = build_backbone(recipe, in_channels, device)?;
-        let hc = recipe.head.projector(backbone.feature_dim());
-        let head = ProjectionHead::new(hc, recipe.seed, "projector", device)?;
-        let schedule = MomentumSchedule::new(m.momentum.unwrap_or(0.99), m.momentum_final);
-        let teacher =
-            MomentumEncoder::new(&backbone, &head, hc, schedule, recipe.seed, true, device)?;
-        let mut params = ParamStore::new();
-        params.extend_prefixed("backbone", backbone.params());
-        params.extend_prefixed("projector", head.params());
+        let o = Online::new(recipe, in_channels, device)?;
+        let teacher = o.teacher(recipe, None, true, device)?;
         let clusters = m.clusters.unwrap_or(100);
         let min_cluster = m.min_cluster.unwrap_or(20);
         if clusters * min_cluster > dataset_len {
@@ -71,17 +63,17 @@ impl InterClr {
         }
         let memory = ClusterBank::new(
             dataset_len,
-            hc.output,
+            o.head_cfg.output,
             clusters,
             min_cluster,
             m.centroid_every.unwrap_or(10),
             recipe.seed,
         );
         Ok(Self {
-            backbone,
-            head,
+            queue: FifoBank::with_noise(m.queue.unwrap_or(4096), &[o.head_cfg.output], recipe.seed),
+            backbone: o.backbone,
+            head: o.head,
             teacher,
-            queue: FifoBank::with_noise(m.queue.unwrap_or(4096), &[hc.output], recipe.seed),
             memory,
             pending: None,
             tau: m.temperature.unwrap_or(0.2),
@@ -91,7 +83,7 @@ impl InterClr {
             pool: m.pool.unwrap_or(10000),
             negatives: m.negatives.unwrap_or(4096),
             kmeans_warmup_epochs: m.kmeans_warmup_epochs.unwrap_or(1),
-            params,
+            params: o.params,
         })
     }
 }

@@ -13,9 +13,8 @@
 //! query gets `w · auto_pair_weight · InfoNCE(q1[i], m(i), queue)`: the matched memory entry's
 //! base embedding is its positive, the queue its negatives.
 
-use super::{build_backbone, Method, StepContext, StepOutput};
+use super::{Method, Online, StepContext, StepOutput};
 use crate::bank::FifoBank;
-use crate::ema::MomentumSchedule;
 use crate::irc::IrcPlugin;
 use crate::recipe::Recipe;
 use crate::teacher::MomentumEncoder;
@@ -40,35 +39,18 @@ pub struct MocoV2 {
 impl MocoV2 {
     pub fn new(recipe: &Recipe, in_channels: usize, device: &Device) -> anyhow::Result<Self> {
         let m = &recipe.method;
-        let backbone = build_backbone(recipe, in_channels, device)?;
-        let hc = recipe.head.projector(backbone.feature_dim());
-        let head = ProjectionHead::new(hc, recipe.seed, "projector", device)?;
-        let schedule = MomentumSchedule::new(m.momentum.unwrap_or(0.99), m.momentum_final);
-        let teacher =
-            MomentumEncoder::new(&backbone, &head, hc, schedule, recipe.seed, true, device)?;
-        let mut params = ParamStore::new();
-        params.extend_prefixed("backbone", backbone.params());
-        params.extend_prefixed("projector", head.params());
-        let irc = match &recipe.irc {
-            Some(cfg) => Some(IrcPlugin::new(
-                cfg,
-                backbone.feature_dim(),
-                hc.output,
-                recipe.seed,
-                device,
-                &mut params,
-            )?),
-            None => None,
-        };
+        let mut o = Online::new(recipe, in_channels, device)?;
+        let teacher = o.teacher(recipe, None, true, device)?;
+        let irc = o.irc(recipe, device)?;
         Ok(Self {
-            backbone,
-            head,
+            queue: FifoBank::with_noise(m.queue.unwrap_or(4096), &[o.head_cfg.output], recipe.seed),
+            backbone: o.backbone,
+            head: o.head,
             teacher,
-            queue: FifoBank::with_noise(m.queue.unwrap_or(4096), &[hc.output], recipe.seed),
             pending: None,
             tau: m.temperature.unwrap_or(0.1),
             symmetric: m.symmetric.unwrap_or(false),
-            params,
+            params: o.params,
             irc,
         })
     }
@@ -112,19 +94,21 @@ impl Method for MocoV2 {
             (l, t2.features.clone(), t2.embeddings.clone())
         };
         if let Some(irc) = self.irc.as_mut() {
-            logs.push(("base_loss", loss.to_scalar::<f32>()? as f64));
-            let labels = batch.labels.as_deref();
             let f = Tensor::cat(&[&f1, &f2], 0)?;
-            let (s, cycle_v2) = irc.step(&f, labels, ctx.step, ctx.total_steps)?;
-            loss = (loss + s.loss)?;
-            if let Some(p) = s.positives.filter(|p| p.weight > 0.0 && !p.rows.is_empty()) {
-                let rows = Tensor::from_slice(&p.rows, p.rows.len(), q1.device())?;
-                let ap = info_nce(&q1.index_select(&rows, 0)?, &p.positives, &queue, self.tau)?;
-                logs.push(("irc_pair_loss", ap.to_scalar::<f32>()? as f64));
-                loss = (loss + (ap * p.weight)?)?;
-            }
-            irc.remember(&cycle_v2, &t2.embeddings, labels)?;
-            logs.extend(s.logs);
+            let tau = self.tau;
+            loss = irc.add_to(
+                loss,
+                &f,
+                &t2.embeddings,
+                batch.labels.as_deref(),
+                ctx.step,
+                ctx.total_steps,
+                &mut logs,
+                |p| {
+                    let rows = Tensor::from_slice(&p.rows, p.rows.len(), q1.device())?;
+                    info_nce(&q1.index_select(&rows, 0)?, &p.positives, &queue, tau)
+                },
+            )?;
         }
         self.pending = Some(l2_normalize(&keys)?);
         Ok(StepOutput { loss, logs })

@@ -18,9 +18,12 @@ pub mod ressl;
 pub mod simclr;
 pub mod simsiam;
 
+use crate::ema::MomentumSchedule;
+use crate::irc::IrcPlugin;
 use crate::recipe::{MethodName, Recipe};
+use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ResNet};
+use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
 use std::collections::HashMap;
 
@@ -105,6 +108,95 @@ pub fn build(
         MethodName::Reco => Box::new(Reco::new(recipe, in_channels, device)?),
         MethodName::Interclr => Box::new(InterClr::new(recipe, in_channels, dataset_len, device)?),
     })
+}
+
+/// The online side every method starts from: the recipe's backbone and projector (`[head]`),
+/// registered in a fresh store under `backbone.` and `projector.`; heads added later go into the
+/// same store.
+pub(crate) struct Online {
+    pub backbone: ResNet,
+    pub head: ProjectionHead,
+    pub head_cfg: ProjectionHeadConfig,
+    pub params: ParamStore,
+}
+
+impl Online {
+    pub fn new(recipe: &Recipe, in_channels: usize, device: &Device) -> anyhow::Result<Self> {
+        let backbone = build_backbone(recipe, in_channels, device)?;
+        let head_cfg = recipe.head.projector(backbone.feature_dim());
+        let head = ProjectionHead::new(head_cfg, recipe.seed, "projector", device)?;
+        let mut params = ParamStore::new();
+        params.extend_prefixed("backbone", backbone.params());
+        params.extend_prefixed("projector", head.params());
+        Ok(Self {
+            backbone,
+            head,
+            head_cfg,
+            params,
+        })
+    }
+
+    /// The EMA teacher of this backbone and projector: momentum `method.momentum` (default
+    /// 0.99), cosine to `method.momentum_final` when set (default `final_default`), with
+    /// Shuffle-BN when `shuffle`.
+    pub fn teacher(
+        &self,
+        recipe: &Recipe,
+        final_default: Option<f64>,
+        shuffle: bool,
+        device: &Device,
+    ) -> anyhow::Result<MomentumEncoder> {
+        let m = &recipe.method;
+        let schedule = MomentumSchedule::new(
+            m.momentum.unwrap_or(0.99),
+            m.momentum_final.or(final_default),
+        );
+        MomentumEncoder::new(
+            &self.backbone,
+            &self.head,
+            self.head_cfg,
+            schedule,
+            recipe.seed,
+            shuffle,
+            device,
+        )
+    }
+
+    /// The IRC plug-in when the recipe has `[irc]` (its head joins the store).
+    pub fn irc(&mut self, recipe: &Recipe, device: &Device) -> Result<Option<IrcPlugin>> {
+        recipe
+            .irc
+            .as_ref()
+            .map(|cfg| {
+                IrcPlugin::new(
+                    cfg,
+                    self.backbone.feature_dim(),
+                    self.head_cfg.output,
+                    recipe.seed,
+                    device,
+                    &mut self.params,
+                )
+            })
+            .transpose()
+    }
+
+    /// A predictor `output → hidden → output` (BN on the hidden layer) under `predictor.`.
+    pub fn predictor(
+        &mut self,
+        hidden: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<ProjectionHead> {
+        let out = self.head_cfg.output;
+        let p = ProjectionHead::new(
+            ProjectionHeadConfig::new(out, hidden, out),
+            seed,
+            "predictor",
+            device,
+        )?;
+        self.params.extend_prefixed("predictor", p.params());
+        Ok(p)
+    }
 }
 
 /// The recipe's backbone, built with the recipe's seed.

@@ -12,9 +12,8 @@
 //!
 //! Views: `[strong, strong, weak]`. After the step, `k → Q` and `k_w → Q_w`.
 
-use super::{build_backbone, Method, StepContext, StepOutput};
+use super::{Method, Online, StepContext, StepOutput};
 use crate::bank::FifoBank;
-use crate::ema::MomentumSchedule;
 use crate::recipe::Recipe;
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
@@ -108,22 +107,15 @@ pub struct Reco {
 impl Reco {
     pub fn new(recipe: &Recipe, in_channels: usize, device: &Device) -> anyhow::Result<Self> {
         let m = &recipe.method;
-        let backbone = build_backbone(recipe, in_channels, device)?;
-        let hc = recipe.head.projector(backbone.feature_dim());
-        let head = ProjectionHead::new(hc, recipe.seed, "projector", device)?;
-        let schedule = MomentumSchedule::new(m.momentum.unwrap_or(0.99), m.momentum_final);
-        let teacher =
-            MomentumEncoder::new(&backbone, &head, hc, schedule, recipe.seed, true, device)?;
-        let mut params = ParamStore::new();
-        params.extend_prefixed("backbone", backbone.params());
-        params.extend_prefixed("projector", head.params());
-        let k = m.queue.unwrap_or(4096);
+        let o = Online::new(recipe, in_channels, device)?;
+        let teacher = o.teacher(recipe, None, true, device)?;
+        let (k, d) = (m.queue.unwrap_or(4096), o.head_cfg.output);
         Ok(Self {
-            backbone,
-            head,
+            backbone: o.backbone,
+            head: o.head,
             teacher,
-            queue: FifoBank::with_noise(k, &[hc.output], recipe.seed),
-            queue_w: FifoBank::with_noise(k, &[hc.output], recipe.seed ^ 0x5745_414b),
+            queue: FifoBank::with_noise(k, &[d], recipe.seed),
+            queue_w: FifoBank::with_noise(k, &[d], recipe.seed ^ 0x5745_414b),
             pending: None,
             tau: m.temperature.unwrap_or(0.1),
             tau_s: m.relation_temperature.unwrap_or(0.1),
@@ -131,7 +123,7 @@ impl Reco {
             global_weight: m.global_weight.unwrap_or(1.0),
             local_weight: m.local_weight.unwrap_or(1.0),
             seed: recipe.seed,
-            params,
+            params: o.params,
         })
     }
 

@@ -17,14 +17,13 @@
 //! has no positives to add to, so the matched memory entry becomes the positive of an InfoNCE term
 //! over the same queue.
 
-use super::{build_backbone, Method, StepContext, StepOutput};
+use super::{Method, Online, StepContext, StepOutput};
 use crate::bank::FifoBank;
-use crate::ema::MomentumSchedule;
 use crate::irc::IrcPlugin;
 use crate::recipe::Recipe;
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
+use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
 use gyre_losses::{info_nce, l2_normalize, ressl_loss};
 use std::collections::HashMap;
@@ -47,57 +46,27 @@ pub struct Ressl {
 impl Ressl {
     pub fn new(recipe: &Recipe, in_channels: usize, device: &Device) -> anyhow::Result<Self> {
         let m = &recipe.method;
-        let backbone = build_backbone(recipe, in_channels, device)?;
-        let hc = recipe.head.projector(backbone.feature_dim());
-        let projector = ProjectionHead::new(hc, recipe.seed, "projector", device)?;
-        let schedule = MomentumSchedule::new(m.momentum.unwrap_or(0.99), m.momentum_final);
-        let teacher = MomentumEncoder::new(
-            &backbone,
-            &projector,
-            hc,
-            schedule,
-            recipe.seed,
-            true,
-            device,
-        )?;
-        let mut params = ParamStore::new();
-        params.extend_prefixed("backbone", backbone.params());
-        params.extend_prefixed("projector", projector.params());
+        let mut o = Online::new(recipe, in_channels, device)?;
+        let teacher = o.teacher(recipe, None, true, device)?;
         let predictor = if m.predictor.unwrap_or(false) {
-            let pc = ProjectionHeadConfig::new(
-                hc.output,
-                m.predictor_hidden.unwrap_or(hc.hidden),
-                hc.output,
-            );
-            let p = ProjectionHead::new(pc, recipe.seed, "predictor", device)?;
-            params.extend_prefixed("predictor", p.params());
-            Some(p)
+            let hidden = m.predictor_hidden.unwrap_or(o.head_cfg.hidden);
+            Some(o.predictor(hidden, recipe.seed, device)?)
         } else {
             None
         };
-        let irc = match &recipe.irc {
-            Some(cfg) => Some(IrcPlugin::new(
-                cfg,
-                backbone.feature_dim(),
-                hc.output,
-                recipe.seed,
-                device,
-                &mut params,
-            )?),
-            None => None,
-        };
+        let irc = o.irc(recipe, device)?;
         Ok(Self {
-            backbone,
-            projector,
+            queue: FifoBank::with_noise(m.queue.unwrap_or(4096), &[o.head_cfg.output], recipe.seed),
+            backbone: o.backbone,
+            projector: o.head,
             predictor,
             teacher,
-            queue: FifoBank::with_noise(m.queue.unwrap_or(4096), &[hc.output], recipe.seed),
             pending: None,
             tau_s: m.temperature.unwrap_or(0.1),
             tau_t: m.teacher_temperature.unwrap_or(0.04),
             nce_warmup_epochs: m.nce_warmup_epochs.unwrap_or(0.0),
             nce_tau: m.nce_temperature.unwrap_or(0.2),
-            params,
+            params: o.params,
             irc,
         })
     }

@@ -6,7 +6,7 @@
 //! view-1 embedding's matched memory entry (its base-head embedding, detached) is a positive
 //! against the usual NT-Xent negatives (the batch minus the row and its own partner).
 
-use super::{build_backbone, Method, StepContext, StepOutput};
+use super::{Method, Online, StepContext, StepOutput};
 use crate::irc::IrcPlugin;
 use crate::recipe::Recipe;
 use gyre_data::Batch;
@@ -25,28 +25,13 @@ pub struct SimClr {
 
 impl SimClr {
     pub fn new(recipe: &Recipe, in_channels: usize, device: &Device) -> anyhow::Result<Self> {
-        let backbone = build_backbone(recipe, in_channels, device)?;
-        let hc = recipe.head.projector(backbone.feature_dim());
-        let head = ProjectionHead::new(hc, recipe.seed, "projector", device)?;
-        let mut params = ParamStore::new();
-        params.extend_prefixed("backbone", backbone.params());
-        params.extend_prefixed("projector", head.params());
-        let irc = match &recipe.irc {
-            Some(cfg) => Some(IrcPlugin::new(
-                cfg,
-                backbone.feature_dim(),
-                recipe.head.output,
-                recipe.seed,
-                device,
-                &mut params,
-            )?),
-            None => None,
-        };
+        let mut o = Online::new(recipe, in_channels, device)?;
+        let irc = o.irc(recipe, device)?;
         Ok(Self {
-            backbone,
-            head,
+            backbone: o.backbone,
+            head: o.head,
             tau: recipe.method.temperature.unwrap_or(0.2),
-            params,
+            params: o.params,
             irc,
         })
     }
@@ -88,17 +73,17 @@ impl Method for SimClr {
         let mut loss = nt_xent(&za, &zb, self.tau)?;
         let mut logs = Vec::new();
         if let Some(irc) = self.irc.as_mut() {
-            logs.push(("base_loss", loss.to_scalar::<f32>()? as f64));
-            let labels = batch.labels.as_deref();
-            let (s, cycle_v2) = irc.step(&f, labels, ctx.step, ctx.total_steps)?;
-            loss = (loss + s.loss)?;
-            if let Some(p) = s.positives.filter(|p| p.weight > 0.0 && !p.rows.is_empty()) {
-                let ap = nt_xent_extra_positives(&za, &zb, &p.rows, &p.positives, self.tau)?;
-                logs.push(("irc_pair_loss", ap.to_scalar::<f32>()? as f64));
-                loss = (loss + (ap * p.weight)?)?;
-            }
-            irc.remember(&cycle_v2, &zb, labels)?;
-            logs.extend(s.logs);
+            let tau = self.tau;
+            loss = irc.add_to(
+                loss,
+                &f,
+                &zb,
+                batch.labels.as_deref(),
+                ctx.step,
+                ctx.total_steps,
+                &mut logs,
+                |p| nt_xent_extra_positives(&za, &zb, &p.rows, &p.positives, tau),
+            )?;
         }
         Ok(StepOutput { loss, logs })
     }

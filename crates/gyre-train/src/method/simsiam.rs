@@ -4,10 +4,10 @@
 //! parameters (`[head] layers = 3, output_bn = true`); the predictor is a bottleneck
 //! `Linear – BN – ReLU – Linear` of width `predictor_hidden`. Each view is its own forward pass.
 
-use super::{build_backbone, Method, StepContext, StepOutput};
+use super::{Method, Online, StepContext, StepOutput};
 use crate::recipe::Recipe;
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
+use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
 use gyre_losses::simsiam_loss;
 
@@ -20,24 +20,17 @@ pub struct SimSiam {
 
 impl SimSiam {
     pub fn new(recipe: &Recipe, in_channels: usize, device: &Device) -> anyhow::Result<Self> {
-        let backbone = build_backbone(recipe, in_channels, device)?;
-        let hc = recipe.head.projector(backbone.feature_dim());
-        let projector = ProjectionHead::new(hc, recipe.seed, "projector", device)?;
+        let mut o = Online::new(recipe, in_channels, device)?;
         let hidden = recipe
             .method
             .predictor_hidden
-            .unwrap_or((hc.output / 4).max(1));
-        let pc = ProjectionHeadConfig::new(hc.output, hidden, hc.output);
-        let predictor = ProjectionHead::new(pc, recipe.seed, "predictor", device)?;
-        let mut params = ParamStore::new();
-        params.extend_prefixed("backbone", backbone.params());
-        params.extend_prefixed("projector", projector.params());
-        params.extend_prefixed("predictor", predictor.params());
+            .unwrap_or((o.head_cfg.output / 4).max(1));
+        let predictor = o.predictor(hidden, recipe.seed, device)?;
         Ok(Self {
-            backbone,
-            projector,
+            backbone: o.backbone,
+            projector: o.head,
             predictor,
-            params,
+            params: o.params,
         })
     }
 }
