@@ -19,8 +19,21 @@ fn dataset_id(kind: &str) -> &str {
     }
 }
 
+/// A linear-probe result for the model card.
+#[derive(Debug, Clone, Copy)]
+pub struct LinearResult {
+    pub top1: f64,
+    pub top5: f64,
+    pub epochs: usize,
+}
+
 /// The model card of an exported backbone.
-pub fn model_card(recipe: &Recipe, config: &PretrainedConfig, knn: Option<f64>) -> String {
+pub fn model_card(
+    recipe: &Recipe,
+    config: &PretrainedConfig,
+    knn: Option<f64>,
+    linear: Option<LinearResult>,
+) -> String {
     let data = serde_json::to_value(recipe.data.kind)
         .ok()
         .and_then(|v| v.as_str().map(String::from))
@@ -33,15 +46,37 @@ pub fn model_card(recipe: &Recipe, config: &PretrainedConfig, knn: Option<f64>) 
         config.architecture
     ));
     s.push_str(&format!("datasets:\n- {}\n", dataset_id(&data)));
-    if let Some(k) = knn {
+    if knn.is_some() || linear.is_some() {
         s.push_str(&format!(
-            "model-index:\n- name: {}\n  results:\n  - task:\n      type: image-classification\n      name: kNN (k = {}, t = {}) on frozen backbone features\n    dataset:\n      type: {}\n      name: {data}\n    metrics:\n    - type: accuracy\n      name: kNN top-1\n      value: {:.2}\n",
-            recipe.name,
-            recipe.eval.knn_k,
-            recipe.eval.knn_t,
-            dataset_id(&data),
-            100.0 * k
+            "model-index:\n- name: {}\n  results:\n",
+            recipe.name
         ));
+        let mut result = |task: &str, metrics: &[(&str, f64)]| {
+            s.push_str(&format!(
+                "  - task:\n      type: image-classification\n      name: {task}\n    dataset:\n      type: {}\n      name: {data}\n    metrics:\n",
+                dataset_id(&data)
+            ));
+            for (name, v) in metrics {
+                s.push_str(&format!(
+                    "    - type: accuracy\n      name: {name}\n      value: {:.2}\n",
+                    100.0 * v
+                ));
+            }
+        };
+        if let Some(k) = knn {
+            let task = format!(
+                "kNN (k = {}, t = {}) on frozen backbone features",
+                recipe.eval.knn_k, recipe.eval.knn_t
+            );
+            result(&task, &[("kNN top-1", k)]);
+        }
+        if let Some(l) = linear {
+            let task = format!(
+                "linear probe on frozen L2-normalised backbone features ({} epochs)",
+                l.epochs
+            );
+            result(&task, &[("top-1", l.top1), ("top-5", l.top5)]);
+        }
     }
     s.push_str("---\n\n");
     s.push_str(&format!(
@@ -56,6 +91,14 @@ pub fn model_card(recipe: &Recipe, config: &PretrainedConfig, knn: Option<f64>) 
         config.in_channels,
         config.feature_dim
     ));
+    if let Some(l) = linear {
+        s.push_str(&format!(
+            "Linear probe (frozen, L2-normalised features, SGD 0.3 cosine, {} epochs): **{:.2}%** top-1, {:.2}% top-5.\n\n",
+            l.epochs,
+            100.0 * l.top1,
+            100.0 * l.top5
+        ));
+    }
     if let Some(k) = knn {
         s.push_str(&format!(
             "kNN top-1 (k = {}, t = {}): **{:.2}%**.\n\n",
@@ -89,8 +132,10 @@ fn last_knn(run_dir: &Path) -> Option<f64> {
         .find_map(|v| v["knn_top1"].as_f64())
 }
 
-/// Exports the backbone of the run in `run_dir` into `out`.
-pub fn export(run_dir: &Path, out: &Path) -> anyhow::Result<()> {
+/// Exports the backbone of the run in `run_dir` into `out`; with `linear_epochs`, also trains the
+/// linear probe on the recipe's data (the kNN bank's images, scored on the queries) and puts its
+/// result in the card.
+pub fn export(run_dir: &Path, out: &Path, linear_epochs: Option<usize>) -> anyhow::Result<()> {
     let recipe = Recipe::load(&run_dir.join("recipe.toml"), &[])?;
     let device = Device::Cpu;
     let wp = checkpoint::weights_path(run_dir);
@@ -120,7 +165,41 @@ pub fn export(run_dir: &Path, out: &Path) -> anyhow::Result<()> {
         &recipe.data.std,
         size,
     );
-    let card = model_card(&recipe, &config, knn);
+    let linear = match linear_epochs {
+        Some(epochs) => {
+            let data = crate::data_setup::load(&recipe)?;
+            let (bank, queries) = data
+                .eval
+                .as_ref()
+                .context("the run's data has no labelled test split for a linear probe")?;
+            let (mean, std) = (&recipe.data.mean, &recipe.data.std);
+            let fb = crate::eval::raw_backbone_features(&backbone, bank, mean, std, &device)?;
+            let fq = crate::eval::raw_backbone_features(&backbone, queries, mean, std, &device)?;
+            let labels =
+                |s: &gyre_data::ImageSet| s.labels().map(<[u32]>::to_vec).unwrap_or_default();
+            let cfg = crate::linear::ProbeConfig {
+                epochs,
+                seed: recipe.seed,
+                ..Default::default()
+            };
+            let r = crate::linear::linear_probe(
+                fb,
+                &labels(bank),
+                fq,
+                &labels(queries),
+                backbone.feature_dim(),
+                bank.classes.len().max(1),
+                cfg,
+            )?;
+            Some(LinearResult {
+                top1: r.top1,
+                top5: r.top5,
+                epochs,
+            })
+        }
+        None => None,
+    };
+    let card = model_card(&recipe, &config, knn, linear);
     save_pretrained(out, &backbone, &config, &card)
         .with_context(|| format!("exporting to {}", out.display()))?;
     Ok(())

@@ -105,6 +105,9 @@ enum Cmd {
         /// Output folder (model.safetensors, config.json, README.md).
         #[arg(long)]
         out: PathBuf,
+        /// Also train the linear probe (this many epochs) and put its result in the model card.
+        #[arg(long)]
+        linear_epochs: Option<usize>,
     },
     /// Benchmark the training step and the data pipeline; prints JSON lines.
     Bench {
@@ -335,8 +338,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let files: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
             println!("{}", serde_json::json!({"plots": files}));
         }
-        Cmd::Export { checkpoint, out } => {
-            gyre_train::export::export(&checkpoint, &out)?;
+        Cmd::Export {
+            checkpoint,
+            out,
+            linear_epochs,
+        } => {
+            gyre_train::export::export(&checkpoint, &out, linear_epochs)?;
             println!(
                 "{}",
                 serde_json::json!({"exported": out.display().to_string()})

@@ -62,6 +62,8 @@ fn exported_backbone_loads_from_an_offline_hub_cache_with_the_same_knn() {
             r,
             "--out",
             model.to_str().unwrap(),
+            "--linear-epochs",
+            "5",
         ],
         &dir,
     );
@@ -72,6 +74,11 @@ fn exported_backbone_loads_from_an_offline_hub_cache_with_the_same_knn() {
         "{card}"
     );
     assert!(card.contains("[method]"), "the recipe is in the card");
+    assert!(
+        card.contains("name: linear probe on frozen L2-normalised backbone features (5 epochs)")
+            && card.contains("name: top-5"),
+        "{card}"
+    );
 
     // The Hub cache layout: blobs, a snapshot of relative symlinks, refs/main (no newline).
     let cache = dir.join("hub");
