@@ -136,13 +136,14 @@ pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
     }
     let train = Arc::new(train);
     let pretrain = match d.subset {
-        Some(n) if n < train.len() && sorted_by_class => Arc::new(interleaved_head(&train, n)),
-        Some(n) if n < train.len() => Arc::new(train.head(n)),
-        Some(n) => anyhow::bail!(
+        Some(n) if n > train.len() => anyhow::bail!(
             "data.subset: {n} is more than the {} training images",
             train.len()
         ),
-        None => train.clone(),
+        Some(n) if n < train.len() && sorted_by_class => Arc::new(interleaved_head(&train, n)),
+        Some(n) if n < train.len() => Arc::new(train.head(n)),
+        // All of them.
+        Some(_) | None => train.clone(),
     };
     let bank = match d.knn_bank {
         KnnBank::Pretrain => pretrain.clone(),
