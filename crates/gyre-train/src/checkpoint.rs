@@ -7,9 +7,10 @@
 //! best by kNN top-1 as `checkpoint-best.safetensors`.
 
 use crate::optim::Optimizer;
+use crate::recipe::Recipe;
 use anyhow::Context;
-use gyre_encoders::weights::{named_tensors, read_tensors, save_tensors_atomic};
-use gyre_encoders::ParamStore;
+use gyre_encoders::weights::{load_into, named_tensors, read_tensors, save_tensors_atomic};
+use gyre_encoders::{ParamStore, ResNet};
 use gyre_kernels::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -122,18 +123,46 @@ pub struct Loaded {
 pub fn load(run_dir: &Path, device: &Device) -> anyhow::Result<Loaded> {
     let wp = weights_path(run_dir);
     let tensors = read_tensors(&wp, device)?;
+    let state = state_of(&tensors, &wp)?;
+    Ok(Loaded { tensors, state })
+}
+
+/// The position stored in a checkpoint's tensors (`path` names the file in errors).
+pub fn state_of(tensors: &HashMap<String, Tensor>, path: &Path) -> anyhow::Result<CheckpointState> {
     let raw = tensors
         .get(STATE_KEY)
         .with_context(|| {
             format!(
                 "{}: no {STATE_KEY} tensor: not a gyre checkpoint",
-                wp.display()
+                path.display()
             )
         })?
         .to_vec1::<u8>()?;
-    let state: CheckpointState = serde_json::from_slice(&raw)
-        .with_context(|| format!("{}: {STATE_KEY} is not a checkpoint state", wp.display()))?;
-    Ok(Loaded { tensors, state })
+    serde_json::from_slice(&raw)
+        .with_context(|| format!("{}: {STATE_KEY} is not a checkpoint state", path.display()))
+}
+
+/// The recipe's backbone with the `backbone.` tensors of a checkpoint's `tensors`.
+pub fn backbone_from(
+    recipe: &Recipe,
+    tensors: &HashMap<String, Tensor>,
+    path: &Path,
+    device: &Device,
+) -> anyhow::Result<ResNet> {
+    let net = crate::method::build_backbone(recipe, recipe.data.mean.len(), device)?;
+    let body: HashMap<String, Tensor> = tensors
+        .iter()
+        .filter(|(k, _)| k.starts_with("backbone."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    load_into(net.params(), &body, "backbone.", path)?;
+    Ok(net)
+}
+
+/// The trained backbone of the run in `run_dir` (built from `recipe`, its recipe).
+pub fn load_backbone(run_dir: &Path, recipe: &Recipe, device: &Device) -> anyhow::Result<ResNet> {
+    let wp = weights_path(run_dir);
+    backbone_from(recipe, &read_tensors(&wp, device)?, &wp, device)
 }
 
 /// Copies every tensor of `store` from `tensors` (same names); names the first missing or

@@ -6,7 +6,6 @@ use crate::checkpoint;
 use crate::recipe::Recipe;
 use anyhow::Context;
 use gyre_encoders::hub::{save_pretrained, PretrainedConfig};
-use gyre_encoders::weights::load_into;
 use gyre_kernels::Device;
 use std::path::Path;
 
@@ -141,18 +140,12 @@ pub fn export(run_dir: &Path, out: &Path, linear_epochs: Option<usize>) -> anyho
     let wp = checkpoint::weights_path(run_dir);
     // The run's last kNN: from the checkpoint's state, or (checkpoints written before the state
     // was stored in them) from the metrics log.
-    let knn = match checkpoint::load(run_dir, &device) {
-        Ok(ck) => ck.state.knn_top1,
+    let tensors = gyre_encoders::weights::read_tensors(&wp, &device)?;
+    let knn = match checkpoint::state_of(&tensors, &wp) {
+        Ok(state) => state.knn_top1,
         Err(_) => last_knn(run_dir),
     };
-    let channels = recipe.data.mean.len();
-    let backbone = crate::method::build_backbone(&recipe, channels, &device)?;
-    let tensors: std::collections::HashMap<_, _> =
-        gyre_encoders::weights::read_tensors(&wp, &device)?
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("backbone."))
-            .collect();
-    load_into(backbone.params(), &tensors, "backbone.", &wp)?;
+    let backbone = checkpoint::backbone_from(&recipe, &tensors, &wp, &device)?;
     let size = recipe
         .augment
         .get(&recipe.method.views[0])

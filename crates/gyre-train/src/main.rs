@@ -191,17 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut r = Recipe::load(&recipe_path, &[])?;
             let device = gyre_kernels::select_device(&r.train.device)?;
             let net = match (&checkpoint, &pretrained) {
-                (Some(c), _) => {
-                    let channels = r.data.mean.len();
-                    let net = gyre_train::method::build_backbone(&r, channels, &device)?;
-                    let wp = gyre_train::checkpoint::weights_path(c);
-                    let tensors = gyre_encoders::weights::read_tensors(&wp, &device)?
-                        .into_iter()
-                        .filter(|(name, _)| name.starts_with("backbone."))
-                        .collect();
-                    gyre_encoders::weights::load_into(net.params(), &tensors, "backbone.", &wp)?;
-                    net
-                }
+                (Some(c), _) => gyre_train::checkpoint::load_backbone(c, &r, &device)?,
                 (None, Some(id)) => {
                     let p = gyre_encoders::from_pretrained(id, &device)?;
                     // The model's own input normalisation.
@@ -268,13 +258,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let r = Recipe::load(&checkpoint.join("recipe.toml"), &[])?;
             let device = gyre_kernels::select_device(&r.train.device)?;
             let data = gyre_train::data_setup::load(&r)?;
-            let net = gyre_train::method::build_backbone(&r, data.pretrain.channels, &device)?;
-            let wp = gyre_train::checkpoint::weights_path(&checkpoint);
-            let tensors = gyre_encoders::weights::read_tensors(&wp, &device)?
-                .into_iter()
-                .filter(|(name, _)| name.starts_with("backbone."))
-                .collect();
-            gyre_encoders::weights::load_into(net.params(), &tensors, "backbone.", &wp)?;
+            let net = gyre_train::checkpoint::load_backbone(&checkpoint, &r, &device)?;
             let set = match (split.as_str(), &data.eval) {
                 ("test", Some((_, q))) => q.clone(),
                 ("train", Some((b, _))) => b.clone(),
@@ -309,13 +293,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 gyre_train::checkpoint::weights_path(&run).is_file(),
             ) {
                 let device = gyre_kernels::select_device(&r.train.device)?;
-                let net = gyre_train::method::build_backbone(&r, data.pretrain.channels, &device)?;
-                let wp = gyre_train::checkpoint::weights_path(&run);
-                let tensors = gyre_encoders::weights::read_tensors(&wp, &device)?
-                    .into_iter()
-                    .filter(|(name, _)| name.starts_with("backbone."))
-                    .collect();
-                gyre_encoders::weights::load_into(net.params(), &tensors, "backbone.", &wp)?;
+                let net = gyre_train::checkpoint::load_backbone(&run, &r, &device)?;
                 let test = test.head(pca_images);
                 let f = gyre_train::eval::raw_backbone_features(
                     &net,
