@@ -12,4 +12,6 @@ if ! "$venv/bin/python" -c "import numpy, safetensors" >/dev/null 2>&1; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check numpy safetensors
 fi
 export GYRE_PYTHON="$venv/bin/python"
-exec cargo test --release --workspace "$@"
+cargo test --release --workspace "$@"
+# The repository tasks' own tests (xtask is outside the workspace).
+cargo test --manifest-path xtask/Cargo.toml --target-dir target/xtask

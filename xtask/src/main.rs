@@ -1,5 +1,7 @@
 //! `cargo xtask`: builds the `gyre` binary in release and runs it (`train`, `eval`, `bench`), and
-//! fetches datasets (`data`). Flags after the command pass through to `gyre` unchanged.
+//! fetches datasets (`data`), builds the CUDA binary (`cuda-build`). Flags after the command pass through to `gyre` unchanged.
+
+mod cuda;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -34,6 +36,8 @@ enum Cmd {
     },
     /// Fetch a dataset into data/: `fashion-mnist`.
     Data { name: String },
+    /// Build `gyre` for NVIDIA GPUs (CUDA 13.0 from PyPI; no GPU or CUDA toolkit needed here).
+    CudaBuild(cuda::CudaBuild),
 }
 
 fn root() -> PathBuf {
@@ -240,5 +244,6 @@ fn main() -> Result<()> {
         Cmd::Eval { args } => run_gyre("eval", &args),
         Cmd::Bench { args } => run_gyre("bench", &args),
         Cmd::Data { name } => data(&name),
+        Cmd::CudaBuild(c) => cuda::cuda_build(c),
     }
 }

@@ -15,7 +15,7 @@
 use crate::bad_sample::{BadSamples, OnBadSample};
 use crate::dataset::ImageSet;
 use crate::error::DataError;
-use crate::image_folder::{load_image_folder, FolderOptions};
+use crate::image_folder::{load_image_folder, FolderOptions, Residency};
 use std::path::{Path, PathBuf};
 
 /// Which CIFAR.
@@ -156,6 +156,7 @@ pub fn load_cifar10_jpeg(
     root: &Path,
     train: bool,
     on_bad_sample: OnBadSample,
+    residency: Residency,
 ) -> Result<(ImageSet, BadSamples), DataError> {
     let split = if train { "train" } else { "test" };
     load_image_folder(
@@ -166,6 +167,7 @@ pub fn load_cifar10_jpeg(
             size: None,
             channels: Some(3),
             on_bad_sample,
+            residency,
         },
     )
 }
@@ -233,7 +235,7 @@ mod tests {
         assert_eq!(set.labels().unwrap(), [0, 9, 1, 9, 2, 9, 3, 9, 4, 9]);
         assert_eq!(set.classes[0], "airplane");
         // Pixel (0, 1) of record 0: R = plane[1], G = plane[1025], B = plane[2049] (× 3, wrapping).
-        let px = &set.image(0)[3..6];
+        let px = &set.image(0).unwrap()[3..6];
         assert_eq!(
             px,
             [3, (1025u32 * 3 % 256) as u8, (2049u32 * 3 % 256) as u8]

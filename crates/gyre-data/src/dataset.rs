@@ -1,15 +1,39 @@
-//! An in-memory set of u8 images (HWC, grey or RGB) with optional class labels.
+//! A set of u8 images (HWC, grey or RGB) of one size, with optional class labels: decoded once into
+//! memory, or decoded on every read from a [`LazySource`] when the decoded set would not fit.
 
 use crate::error::DataError;
+use std::borrow::Cow;
+use std::sync::Arc;
 
-/// Decoded images of one size, stored contiguously as `[n, h, w, c]` u8.
+/// Images decoded on demand (image files on disk): what an [`ImageSet`] reads when its pixels are
+/// not kept in memory. Reading image `i` twice gives the same bytes.
+pub trait LazySource: Send + Sync + std::fmt::Debug {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Image `i` as HWC bytes of the set's size; an error names the file and the problem.
+    fn read(&self, i: usize) -> Result<Vec<u8>, DataError>;
+    /// The images at `indices`, in that order, as a new source.
+    fn select(&self, indices: &[usize]) -> Arc<dyn LazySource>;
+}
+
+#[derive(Debug, Clone)]
+enum Pixels {
+    /// `[n, h, w, c]` contiguous.
+    Memory(Vec<u8>),
+    Lazy(Arc<dyn LazySource>),
+}
+
+/// Images of one size: contiguous `[n, h, w, c]` u8 in memory, or a [`LazySource`] decoded on
+/// every read.
 #[derive(Debug, Clone)]
 pub struct ImageSet {
     pub name: String,
     pub height: usize,
     pub width: usize,
     pub channels: usize,
-    pixels: Vec<u8>,
+    pixels: Pixels,
     labels: Option<Vec<u32>>,
     pub classes: Vec<String>,
 }
@@ -44,24 +68,79 @@ impl ImageSet {
             height,
             width,
             channels,
-            pixels,
+            pixels: Pixels::Memory(pixels),
+            labels,
+            classes,
+        })
+    }
+
+    /// A set whose images are decoded from `source` on every read.
+    pub fn lazy(
+        name: impl Into<String>,
+        (height, width, channels): (usize, usize, usize),
+        source: Arc<dyn LazySource>,
+        labels: Option<Vec<u32>>,
+        classes: Vec<String>,
+    ) -> Result<Self, DataError> {
+        let name = name.into();
+        if let Some(l) = &labels {
+            if l.len() != source.len() {
+                return Err(DataError::Loader(format!(
+                    "{name}: {} labels for {} images",
+                    l.len(),
+                    source.len()
+                )));
+            }
+        }
+        Ok(Self {
+            name,
+            height,
+            width,
+            channels,
+            pixels: Pixels::Lazy(source),
             labels,
             classes,
         })
     }
 
     pub fn len(&self) -> usize {
-        self.pixels.len() / (self.height * self.width * self.channels)
+        match &self.pixels {
+            Pixels::Memory(p) => p.len() / (self.height * self.width * self.channels),
+            Pixels::Lazy(s) => s.len(),
+        }
+    }
+
+    /// Whether the pixels are kept in memory (else every read decodes).
+    pub fn in_memory(&self) -> bool {
+        matches!(self.pixels, Pixels::Memory(_))
+    }
+
+    /// Bytes of one decoded image.
+    pub fn image_len(&self) -> usize {
+        self.height * self.width * self.channels
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Image `i` as HWC bytes.
-    pub fn image(&self, i: usize) -> &[u8] {
-        let per = self.height * self.width * self.channels;
-        &self.pixels[i * per..(i + 1) * per]
+    /// Image `i` as HWC bytes: borrowed from memory, or decoded now.
+    pub fn image(&self, i: usize) -> Result<Cow<'_, [u8]>, DataError> {
+        let per = self.image_len();
+        match &self.pixels {
+            Pixels::Memory(p) => Ok(Cow::Borrowed(&p[i * per..(i + 1) * per])),
+            Pixels::Lazy(s) => {
+                let v = s.read(i)?;
+                if v.len() != per {
+                    return Err(DataError::Loader(format!(
+                        "{}: image {i} decoded to {} bytes, expected {per}",
+                        self.name,
+                        v.len()
+                    )));
+                }
+                Ok(Cow::Owned(v))
+            }
+        }
     }
 
     pub fn label(&self, i: usize) -> Option<u32> {
@@ -72,13 +151,19 @@ impl ImageSet {
         self.labels.as_deref()
     }
 
-    /// A new set holding the images at `indices`, in that order.
+    /// A new set holding the images at `indices`, in that order (lazy stays lazy).
     pub fn select(&self, name: impl Into<String>, indices: &[usize]) -> ImageSet {
-        let per = self.height * self.width * self.channels;
-        let mut pixels = Vec::with_capacity(indices.len() * per);
-        for &i in indices {
-            pixels.extend_from_slice(self.image(i));
-        }
+        let pixels = match &self.pixels {
+            Pixels::Memory(p) => {
+                let per = self.image_len();
+                let mut out = Vec::with_capacity(indices.len() * per);
+                for &i in indices {
+                    out.extend_from_slice(&p[i * per..(i + 1) * per]);
+                }
+                Pixels::Memory(out)
+            }
+            Pixels::Lazy(s) => Pixels::Lazy(s.select(indices)),
+        };
         let labels = self
             .labels
             .as_ref()
@@ -107,19 +192,23 @@ impl ImageSet {
         range: std::ops::Range<usize>,
         mean: &[f32],
         std: &[f32],
-    ) -> Vec<f32> {
+    ) -> Result<Vec<f32>, DataError> {
+        use rayon::prelude::*;
         let (h, w, c) = (self.height, self.width, self.channels);
         let mut out = vec![0f32; range.len() * c * h * w];
-        for (k, i) in range.enumerate() {
-            let img = self.image(i);
-            let dst = &mut out[k * c * h * w..(k + 1) * c * h * w];
-            for ch in 0..c {
-                let (m, s) = (mean[ch], std[ch]);
-                for p in 0..h * w {
-                    dst[ch * h * w + p] = (img[p * c + ch] as f32 / 255.0 - m) / s;
+        // Parallel over images: a lazy set decodes here.
+        out.par_chunks_mut(c * h * w)
+            .zip(range.into_par_iter())
+            .try_for_each(|(dst, i)| {
+                let img = self.image(i)?;
+                for ch in 0..c {
+                    let (m, s) = (mean[ch], std[ch]);
+                    for p in 0..h * w {
+                        dst[ch * h * w + p] = (img[p * c + ch] as f32 / 255.0 - m) / s;
+                    }
                 }
-            }
-        }
-        out
+                Ok::<(), DataError>(())
+            })?;
+        Ok(out)
     }
 }

@@ -179,8 +179,8 @@ mod tests {
         // The official test split starts with an ankle boot, a pullover and a trouser.
         assert_eq!(&t.labels().unwrap()[..3], &[9, 2, 1]);
         let mean = (0..t.len())
-            .flat_map(|i| t.image(i).iter())
-            .map(|&p| p as f64)
+            .flat_map(|i| t.image(i).unwrap().into_owned())
+            .map(|p| p as f64)
             .sum::<f64>()
             / (t.len() * 784) as f64;
         assert!((mean / 255.0 - 0.2868).abs() < 1e-3, "{}", mean / 255.0);

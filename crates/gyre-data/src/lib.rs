@@ -17,8 +17,8 @@ pub mod rng;
 
 pub use augment::{AugmentConfig, ViewPipeline};
 pub use bad_sample::{BadSamples, OnBadSample};
-pub use dataset::ImageSet;
+pub use dataset::{ImageSet, LazySource};
 pub use error::DataError;
-pub use image_folder::{load_image_folder, FolderOptions};
+pub use image_folder::{load_image_folder, FolderOptions, Residency};
 pub use loader::{Batch, Loader, LoaderConfig};
 pub use rng::SampleRng;

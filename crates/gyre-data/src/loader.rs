@@ -88,39 +88,46 @@ impl Loader {
         &self.data
     }
 
-    /// Builds batch `step` of `epoch` from the epoch's permutation (parallel over samples).
-    pub fn build(&self, epoch: u64, step: usize, perm: &[usize]) -> Batch {
+    /// Builds batch `step` of `epoch` from the epoch's permutation (parallel over samples). A
+    /// set kept on disk decodes the batch's images first (in parallel, once for all views); a
+    /// file that no longer decodes is an error naming it.
+    pub fn build(&self, epoch: u64, step: usize, perm: &[usize]) -> Result<Batch, DataError> {
         let b = self.cfg.batch_size;
         let indices: Vec<usize> = perm[step * b..(step + 1) * b].to_vec();
         let d = &*self.data;
         let dims = (d.height, d.width, d.channels);
+        let images: Vec<std::borrow::Cow<'_, [u8]>> = indices
+            .par_iter()
+            .map(|&i| d.image(i))
+            .collect::<Result<_, _>>()?;
         let mut views = Vec::with_capacity(self.views.len());
         let mut view_shapes = Vec::with_capacity(self.views.len());
         for (v, pipe) in self.views.iter().enumerate() {
             let per = pipe.out_len(d.channels);
             let mut out = vec![0f32; b * per];
             out.par_chunks_mut(per)
-                .zip(indices.par_iter())
-                .for_each_init(Vec::new, |scratch, (dst, &i)| {
+                .zip(indices.par_iter().zip(images.par_iter()))
+                .for_each_init(Vec::new, |scratch, (dst, (&i, img))| {
                     let mut rng = SampleRng::new(self.cfg.seed, epoch, i as u64, v as u64);
-                    pipe.apply(d.image(i), dims, &mut rng, dst, scratch);
+                    pipe.apply(img, dims, &mut rng, dst, scratch);
                 });
             views.push(out);
             let s = pipe.config().size;
             view_shapes.push((d.channels, s, s));
         }
         let labels = d.labels().map(|l| indices.iter().map(|&i| l[i]).collect());
-        Batch {
+        Ok(Batch {
             epoch,
             step,
             indices,
             labels,
             views,
             view_shapes,
-        }
+        })
     }
 
     /// The batches of `epoch` from `start_step` on, built `prefetch` ahead on a background thread.
+    /// After an error the epoch ends.
     pub fn epoch(&self, epoch: u64, start_step: usize) -> EpochIter {
         let perm = Arc::new(epoch_permutation(self.cfg.seed, epoch, self.data.len()));
         let n = self.batches_per_epoch();
@@ -141,8 +148,10 @@ impl Loader {
             .name(format!("gyre-loader-e{epoch}"))
             .spawn(move || {
                 for step in start_step..n {
-                    if tx.send(loader.build(epoch, step, &perm)).is_err() {
-                        return; // consumer gone
+                    let b = loader.build(epoch, step, &perm);
+                    let failed = b.is_err();
+                    if tx.send(b).is_err() || failed {
+                        return; // consumer gone, or the epoch ends at the error
                     }
                 }
             })
@@ -161,7 +170,7 @@ enum Inner {
         next: usize,
         end: usize,
     },
-    Prefetch(Receiver<Batch>),
+    Prefetch(Receiver<Result<Batch, DataError>>),
 }
 
 /// Iterator over one epoch's batches.
@@ -171,8 +180,8 @@ pub struct EpochIter {
 }
 
 impl Iterator for EpochIter {
-    type Item = Batch;
-    fn next(&mut self) -> Option<Batch> {
+    type Item = Result<Batch, DataError>;
+    fn next(&mut self) -> Option<Self::Item> {
         match &mut self.inner {
             Inner::Sync {
                 loader,
@@ -184,7 +193,11 @@ impl Iterator for EpochIter {
                     return None;
                 }
                 *next += 1;
-                Some(loader.build(self.epoch, *next - 1, perm))
+                let b = loader.build(self.epoch, *next - 1, perm);
+                if b.is_err() {
+                    *next = *end;
+                }
+                Some(b)
             }
             Inner::Prefetch(rx) => rx.recv().ok(),
         }
@@ -251,7 +264,7 @@ mod tests {
         pool.install(|| {
             let l = loader(prefetch);
             (0..2)
-                .flat_map(|e| l.epoch(e, 0).collect::<Vec<_>>())
+                .flat_map(|e| l.epoch(e, 0).map(Result::unwrap).collect::<Vec<_>>())
                 .collect()
         })
     }
@@ -275,8 +288,8 @@ mod tests {
     #[test]
     fn resumes_mid_epoch_with_the_same_batches() {
         let l = loader(2);
-        let full: Vec<Batch> = l.epoch(1, 0).collect();
-        let tail: Vec<Batch> = l.epoch(1, 2).collect();
+        let full: Vec<Batch> = l.epoch(1, 0).map(Result::unwrap).collect();
+        let tail: Vec<Batch> = l.epoch(1, 2).map(Result::unwrap).collect();
         assert_eq!(tail.len(), 2);
         assert_eq!(tail[0].views, full[2].views);
         assert_eq!(tail[1].indices, full[3].indices);

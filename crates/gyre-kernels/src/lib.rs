@@ -12,4 +12,4 @@ pub mod optim_step;
 pub use candle_core as candle;
 pub use candle_core::{DType, Device, Error, IndexOp, Module, Result, Shape, Tensor, Var, D};
 pub use candle_nn as nn;
-pub use device::{select_device, DeviceError};
+pub use device::{select_device, DeviceError, DeviceSpec};

@@ -121,10 +121,10 @@ pub fn data_bench(batch: usize, batches: usize) -> anyhow::Result<Value> {
     )?;
     let perm: Vec<usize> = (0..loader.dataset().len()).collect();
     let per_epoch = loader.batches_per_epoch();
-    let _ = loader.build(0, 0, &perm);
+    loader.build(0, 0, &perm)?;
     let t0 = Instant::now();
     for i in 0..batches {
-        std::hint::black_box(loader.build(0, i % per_epoch, &perm));
+        std::hint::black_box(loader.build(0, i % per_epoch, &perm)?);
     }
     let secs = t0.elapsed().as_secs_f64();
     Ok(json!({
@@ -136,14 +136,23 @@ pub fn data_bench(batch: usize, batches: usize) -> anyhow::Result<Value> {
 
 /// Pairs of augmented views per second on CIFAR-10 JPEGs with the SimCLR CIFAR view (RRC 32
 /// (0.08–1), flip, colour jitter 0.4/0.4/0.4/0.1 p 0.8, grayscale 0.2) — the same work as
-/// `benches/data_bench.py` does with torchvision v2. Decoding (once, into memory) is timed apart.
+/// `benches/data_bench.py` does with torchvision v2. Decoding (once, into memory) is timed apart;
+/// with `disk`, the images are decoded again for every batch (`data.residency = "disk"`), as
+/// torchvision's `ImageFolder` does.
 pub fn cifar_data_bench(
     root: &std::path::Path,
     batch: usize,
     batches: usize,
+    disk: bool,
 ) -> anyhow::Result<Value> {
     let t0 = Instant::now();
-    let (set, bad) = gyre_data::cifar::load_cifar10_jpeg(root, true, gyre_data::OnBadSample::Fail)?;
+    let residency = if disk {
+        gyre_data::Residency::Disk
+    } else {
+        gyre_data::Residency::Memory
+    };
+    let (set, bad) =
+        gyre_data::cifar::load_cifar10_jpeg(root, true, gyre_data::OnBadSample::Fail, residency)?;
     let decode_s = t0.elapsed().as_secs_f64();
     let n = set.len();
     let aug = AugmentConfig {
@@ -173,14 +182,15 @@ pub fn cifar_data_bench(
     )?;
     let perm: Vec<usize> = (0..n).collect();
     let per_epoch = loader.batches_per_epoch();
-    let _ = loader.build(0, 0, &perm);
+    loader.build(0, 0, &perm)?;
     let t0 = Instant::now();
     for i in 0..batches {
-        std::hint::black_box(loader.build(0, i % per_epoch, &perm));
+        std::hint::black_box(loader.build(0, i % per_epoch, &perm)?);
     }
     let secs = t0.elapsed().as_secs_f64();
     Ok(json!({
         "bench": "data", "impl": "gyre", "dataset": "cifar10-jpeg/train",
+        "residency": if disk { "disk (decoded every batch)" } else { "memory" },
         "view": "RRC(32, 0.08-1) flip jitter(0.4, 0.4, 0.4, 0.1) p0.8 gray p0.2",
         "images": n, "bad": bad.count, "decode_s": decode_s, "decode_img_per_s": n as f64 / decode_s,
         "batch": batch, "batches": batches, "threads": rayon::current_num_threads(),

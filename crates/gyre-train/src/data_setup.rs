@@ -92,8 +92,13 @@ pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
         DataKind::Cifar10Jpeg => {
             let dir = cifar::locate("cifar10-jpeg", d.root.as_deref())?;
             sorted_by_class = true;
-            let train = add(cifar::load_cifar10_jpeg(&dir, true, policy)?);
-            let test = add(cifar::load_cifar10_jpeg(&dir, false, policy)?);
+            let train = add(cifar::load_cifar10_jpeg(&dir, true, policy, d.residency())?);
+            let test = add(cifar::load_cifar10_jpeg(
+                &dir,
+                false,
+                policy,
+                d.residency(),
+            )?);
             (train, Some(test), "cifar10-jpeg")
         }
         DataKind::ImageFolder => {
@@ -106,6 +111,7 @@ pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
                 size: d.image_size,
                 channels: Some(d.mean.len()),
                 on_bad_sample: policy,
+                residency: d.residency(),
             };
             sorted_by_class = d.labelled;
             let (tr, te) = (root.join("train"), root.join("test"));
@@ -195,6 +201,6 @@ mod tests {
         .unwrap();
         let h = interleaved_head(&set, 5);
         assert_eq!(h.labels().unwrap(), [0, 1, 2, 0, 1]);
-        assert_eq!(h.image(3), [11]);
+        assert_eq!(&*h.image(3).unwrap(), [11]);
     }
 }

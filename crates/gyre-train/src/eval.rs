@@ -35,7 +35,8 @@ pub fn raw_backbone_features(
     for start in (0..set.len()).step_by(chunk) {
         let end = (start + chunk).min(set.len());
         let x = Tensor::from_vec(
-            set.normalized_chw(start..end, mean, std),
+            set.normalized_chw(start..end, mean, std)
+                .map_err(|e| candle_core_err(e.to_string()))?,
             (end - start, c, h, w),
             device,
         )?;
@@ -46,13 +47,22 @@ pub fn raw_backbone_features(
 }
 
 /// Normalised raw pixels as features (the "no learning" reference).
-pub fn pixel_features(set: &ImageSet, mean: &[f32], std: &[f32]) -> FeatureSet {
+pub fn pixel_features(
+    set: &ImageSet,
+    mean: &[f32],
+    std: &[f32],
+) -> std::result::Result<FeatureSet, gyre_data::DataError> {
     let dim = set.channels * set.height * set.width;
-    FeatureSet::new(
-        set.normalized_chw(0..set.len(), mean, std),
+    Ok(FeatureSet::new(
+        set.normalized_chw(0..set.len(), mean, std)?,
         set.labels().map(<[u32]>::to_vec).unwrap_or_default(),
         dim,
-    )
+    ))
+}
+
+/// A data error inside a tensor computation (candle's error type).
+fn candle_core_err(msg: String) -> gyre_kernels::Error {
+    gyre_kernels::Error::Msg(msg)
 }
 
 /// kNN top-1 of `net` with `bank` as the labelled bank and `queries` as the test set.

@@ -133,10 +133,15 @@ fn last_knn(run_dir: &Path) -> Option<f64> {
 
 /// Exports the backbone of the run in `run_dir` into `out`; with `linear_epochs`, also trains the
 /// linear probe on the recipe's data (the kNN bank's images, scored on the queries) and puts its
-/// result in the card.
-pub fn export(run_dir: &Path, out: &Path, linear_epochs: Option<usize>) -> anyhow::Result<()> {
+/// result in the card. `device` runs the backbone for the probe's features.
+pub fn export(
+    run_dir: &Path,
+    out: &Path,
+    linear_epochs: Option<usize>,
+    device: &Device,
+) -> anyhow::Result<()> {
     let recipe = Recipe::load(&run_dir.join("recipe.toml"), &[])?;
-    let device = Device::Cpu;
+    let device = device.clone();
     let wp = checkpoint::weights_path(run_dir);
     // The run's last kNN: from the checkpoint's state, or (checkpoints written before the state
     // was stored in them) from the metrics log.

@@ -17,6 +17,10 @@ struct Cli {
     /// Compute threads (0: one per core). Also `RAYON_NUM_THREADS`.
     #[arg(long, global = true, default_value_t = 0)]
     threads: usize,
+    /// Where models run: `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when present). Default: the
+    /// recipe's `train.device` (`cpu` unless set), and `cpu` for `bench`.
+    #[arg(long, global = true, value_name = "DEVICE")]
+    device: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -128,12 +132,19 @@ enum Cmd {
         /// folder (decoded once, then the SimCLR CIFAR view).
         #[arg(long)]
         data_root: Option<std::path::PathBuf>,
+        /// With `--data-root`: decode the JPEGs for every batch instead of once into memory.
+        #[arg(long, requires = "data_root")]
+        data_disk: bool,
         /// Also (or only, with `--model none`) the per-op table at the ResNet-18 step shapes.
         #[arg(long)]
         ops: bool,
-        #[arg(long, default_value = "cpu")]
-        device: String,
     },
+}
+
+/// The device a command runs its model on: `--device` when given, else the recipe's.
+fn device_for(cli_device: &Option<String>, r: &Recipe) -> anyhow::Result<gyre_kernels::Device> {
+    let spec = cli_device.as_deref().unwrap_or(&r.train.device);
+    gyre_kernels::select_device(spec).with_context(|| format!("--device {spec}"))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -149,11 +160,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dry_run,
             resume,
         } => {
-            let r = match (&resume, &recipe) {
+            let mut r = match (&resume, &recipe) {
                 (Some(dir), _) => Recipe::load(&dir.join("recipe.toml"), &[])?,
                 (None, Some(p)) => Recipe::load(p, &set)?,
                 (None, None) => Recipe::default_recipe(&set)?,
             };
+            if let Some(d) = &cli.device {
+                device_for(&cli.device, &r)?;
+                r.train.device = d.clone();
+            }
             let run_dir = resume.clone().or(run_dir);
             if dry_run {
                 print!("{}", r.to_toml());
@@ -189,7 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             };
             let mut r = Recipe::load(&recipe_path, &[])?;
-            let device = gyre_kernels::select_device(&r.train.device)?;
+            let device = device_for(&cli.device, &r)?;
             let net = match (&checkpoint, &pretrained) {
                 (Some(c), _) => gyre_train::checkpoint::load_backbone(c, &r, &device)?,
                 (None, Some(id)) => {
@@ -256,7 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
         } => {
             let r = Recipe::load(&checkpoint.join("recipe.toml"), &[])?;
-            let device = gyre_kernels::select_device(&r.train.device)?;
+            let device = device_for(&cli.device, &r)?;
             let data = gyre_train::data_setup::load(&r)?;
             let net = gyre_train::checkpoint::load_backbone(&checkpoint, &r, &device)?;
             let set = match (split.as_str(), &data.eval) {
@@ -292,7 +307,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &data.eval,
                 gyre_train::checkpoint::weights_path(&run).is_file(),
             ) {
-                let device = gyre_kernels::select_device(&r.train.device)?;
+                let device = device_for(&cli.device, &r)?;
                 let net = gyre_train::checkpoint::load_backbone(&run, &r, &device)?;
                 let test = test.head(pca_images);
                 let f = gyre_train::eval::raw_backbone_features(
@@ -321,7 +336,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             linear_epochs,
         } => {
-            gyre_train::export::export(&checkpoint, &out, linear_epochs)?;
+            let r = Recipe::load(&checkpoint.join("recipe.toml"), &[])?;
+            let device = device_for(&cli.device, &r)?;
+            gyre_train::export::export(&checkpoint, &out, linear_epochs, &device)?;
             println!(
                 "{}",
                 serde_json::json!({"exported": out.display().to_string()})
@@ -334,10 +351,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             warmup,
             data,
             data_root,
+            data_disk,
             ops,
-            device,
         } => {
-            let device = gyre_kernels::select_device(&device)?;
+            let spec = cli.device.as_deref().unwrap_or("cpu");
+            let device =
+                gyre_kernels::select_device(spec).with_context(|| format!("--device {spec}"))?;
             let cases: Vec<StepCase> = match model.as_str() {
                 "all" => vec![
                     StepCase {
@@ -392,7 +411,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if data || (cases.is_empty() && !ops) {
                 match &data_root {
                     Some(root) => {
-                        println!("{}", gyre_train::bench::cifar_data_bench(root, 256, 40)?)
+                        println!(
+                            "{}",
+                            gyre_train::bench::cifar_data_bench(root, 256, 40, data_disk)?
+                        )
                     }
                     None => println!("{}", data_bench(256, 40)?),
                 }

@@ -104,6 +104,41 @@ pub struct DataConfig {
     /// Image folders: labels from the class folders (`false`: an unlabelled folder, no kNN).
     #[serde(default = "d_true")]
     pub labelled: bool,
+    /// Image folders and `cifar10-jpeg`: where decoded images live. `auto`: in memory when the
+    /// decoded set fits in `memory_budget_mb`, else decoded again every epoch; `memory`; `disk`
+    /// (decode every epoch, memory independent of the dataset's size).
+    #[serde(default)]
+    pub residency: ResidencyChoice,
+    /// The `auto` residency's budget for one split's decoded images, in MB (2^20 bytes).
+    #[serde(default = "d_budget")]
+    pub memory_budget_mb: u64,
+}
+
+/// `data.residency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResidencyChoice {
+    #[default]
+    Auto,
+    Memory,
+    Disk,
+}
+
+impl DataConfig {
+    /// The folder readers' residency for these settings.
+    pub fn residency(&self) -> gyre_data::Residency {
+        match self.residency {
+            ResidencyChoice::Auto => gyre_data::Residency::Auto {
+                budget_bytes: self.memory_budget_mb << 20,
+            },
+            ResidencyChoice::Memory => gyre_data::Residency::Memory,
+            ResidencyChoice::Disk => gyre_data::Residency::Disk,
+        }
+    }
+}
+
+fn d_budget() -> u64 {
+    4096
 }
 fn d_bank() -> KnnBank {
     KnnBank::Pretrain
@@ -936,10 +971,10 @@ impl Recipe {
                 "log_every and checkpoint_every must be positive".into(),
             );
         }
-        if let Err(e) = gyre_kernels::select_device(&self.train.device) {
-            if matches!(e, gyre_kernels::DeviceError::Unknown(_)) {
-                return bad("train.device", e.to_string());
-            }
+        // Only parsed here: whether the device exists is the run's business (and `--device`
+        // may override it).
+        if let Err(e) = self.train.device.parse::<gyre_kernels::DeviceSpec>() {
+            return bad("train.device", e.to_string());
         }
         if self.eval.knn_k == 0 {
             return bad("eval.knn_k", "must be positive".into());

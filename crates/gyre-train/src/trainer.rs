@@ -200,8 +200,8 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
     if let (true, Some((bank, queries))) = (recipe.eval.baselines, &eval) {
         let classes = bank.classes.len();
         let r = knn_top1(
-            &pixel_features(bank, &mean, &std),
-            &pixel_features(queries, &mean, &std),
+            &pixel_features(bank, &mean, &std)?,
+            &pixel_features(queries, &mean, &std)?,
             k,
             t,
             classes,
@@ -247,7 +247,8 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
         } else {
             0
         };
-        for (i, mut batch) in loader.epoch(epoch, first).enumerate() {
+        for (i, batch) in loader.epoch(epoch, first).enumerate() {
+            let mut batch = batch?;
             let lr = schedule.at(step);
             let x = views_to_tensors(&mut batch, &device)?;
             let ctx = StepContext {

@@ -397,8 +397,9 @@ fn image_folder(name: &str, per_class: usize) -> PathBuf {
     root
 }
 
-/// A CIFAR-10 recipe on a user's image folder (`data.kind = "image-folder"`), CI-sized; then the
-/// same folder with a corrupt file: "skip" reports it in the summary, "fail" stops naming it.
+/// A CIFAR-10 recipe on a user's image folder (`data.kind = "image-folder"`), CI-sized, kept in
+/// memory and decoded every epoch (same losses); then the same folder with a corrupt file: "skip"
+/// reports it in the summary, "fail" stops naming it.
 #[test]
 fn cifar_recipe_runs_on_an_image_folder_and_bad_files_are_handled() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -426,6 +427,7 @@ fn cifar_recipe_runs_on_an_image_folder_and_bad_files_are_handled() {
             "train.batch_size=32",
             "method.queue=64",
             "eval.knn_k=5",
+            "train.log_every=1",
         ]
         .iter()
         .chain(extra)
@@ -452,6 +454,19 @@ fn cifar_recipe_runs_on_an_image_folder_and_bad_files_are_handled() {
     assert!(summary["raw_knn_top1"].as_f64().unwrap() > 0.9, "{summary}");
     assert!(summary["knn_top1"].as_f64().unwrap() > 0.5, "{summary}");
     assert_eq!(summary["bad_samples"]["count"], 0);
+
+    // Decoded every epoch instead of kept in memory: the same run, loss for loss.
+    let out = run_args(&data.join("run-disk"), &["data.residency=disk"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let disk: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(step_losses(&run).len(), 4);
+    assert_eq!(step_losses(&data.join("run-disk")), step_losses(&run));
+    assert_eq!(disk["knn_top1"], summary["knn_top1"]);
 
     let bad = data.join("train/class2/0003.png");
     std::fs::write(&bad, b"\x89PNG\r\n\x1a\n truncated").unwrap();

@@ -451,7 +451,29 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
     }
 }
 
-/// Candle's own convolution: the plain composition the fused kernel must equal.
+/// Candle's own convolution: the plain composition the fused kernel must equal, and the path on
+/// every device without a fused kernel (CUDA, Metal).
+///
+/// candle 0.11.1's conv2d backward gets the input gradient's shape wrong when the last window
+/// does not reach the padded input's edge (`(h + 2p − k) % stride ≠ 0`, e.g. every stride-2
+/// convolution of an even-sized map). Then the input is padded explicitly and cut to the extent
+/// the windows cover, which leaves the forward unchanged and makes candle's backward exact.
 pub fn conv2d_reference(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    x.conv2d(w, padding, stride, 1, 1)
+    let (_, _, h, wd) = x.dims4()?;
+    let (_, _, kh, kw) = w.dims4()?;
+    let (ph, pw) = (h + 2 * padding, wd + 2 * padding);
+    if ph < kh || pw < kw || stride == 0 {
+        // Let candle report the bad geometry.
+        return x.conv2d(w, padding, stride, 1, 1);
+    }
+    let (rh, rw) = ((ph - kh) % stride, (pw - kw) % stride);
+    if rh == 0 && rw == 0 {
+        return x.conv2d(w, padding, stride, 1, 1);
+    }
+    let xp = x
+        .pad_with_zeros(2, padding, padding)?
+        .pad_with_zeros(3, padding, padding)?
+        .narrow(2, 0, ph - rh)?
+        .narrow(3, 0, pw - rw)?;
+    xp.conv2d(w, 0, stride, 1, 1)
 }
