@@ -7,7 +7,8 @@
 //!   for driver 580);
 //! - `candle-core-<v>-dynamic-loading/`: candle-core with cudarc switched from `dynamic-linking` to
 //!   `dynamic-loading`, so the binary opens the CUDA libraries on first use and still runs on a
-//!   machine that has none (the default, `--link loading`);
+//!   machine that has none (the default, `--link loading`); `static-cudart/` makes candle-kernels'
+//!   `-lcudart` link the static CUDA runtime;
 //! - for `--link linking` (candle as published: every CUDA library resolved at start-up): the
 //!   library wheels, a link-time stub of `libcuda.so.1` and a folder of unversioned links.
 
@@ -286,9 +287,24 @@ pub fn cuda_build(c: CudaBuild) -> Result<()> {
         std::env::var("PATH").unwrap_or_default()
     );
     let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    let mut library_path = std::env::var("LIBRARY_PATH").unwrap_or_default();
     let mut patch = None;
     match c.link {
-        Link::Loading => patch = Some(patched_candle_core(&root, &cache)?),
+        Link::Loading => {
+            patch = Some(patched_candle_core(&root, &cache)?);
+            // candle-kernels links its MoE kernels against `cudart` (as a dylib, which would make
+            // libcudart.so.13 a start-up dependency): a folder where `-lcudart` finds only the
+            // static runtime links it in. cudart itself opens the driver with dlopen.
+            let dir = cache.join("static-cudart");
+            let lib = dir.join("libcudart.a");
+            if !lib.exists() {
+                std::fs::create_dir_all(&dir)?;
+                std::os::unix::fs::symlink(cuda_home.join("lib/libcudart_static.a"), &lib)?;
+            }
+            // LIBRARY_PATH (read by the `cc` that links) rather than RUSTFLAGS, which would
+            // rebuild every crate when it changes.
+            library_path = format!("{}:{library_path}", dir.display());
+        }
         Link::Linking => {
             let link = link_folder(&cache, c.cudnn)?;
             rustflags = format!("{rustflags} -L native={}", link.display())
@@ -309,7 +325,8 @@ pub fn cuda_build(c: CudaBuild) -> Result<()> {
             .env("CUDA_PATH", &cuda_home)
             .env("CUDA_COMPUTE_CAP", c.compute_cap.to_string())
             .env("PATH", &path)
-            .env("RUSTFLAGS", &rustflags);
+            .env("RUSTFLAGS", &rustflags)
+            .env("LIBRARY_PATH", &library_path);
         if let Some(p) = &patch {
             cmd.arg("--config").arg(format!(
                 "patch.crates-io.candle-core.path={:?}",

@@ -9,11 +9,17 @@ use gyre_kernels::ops::{
 use gyre_kernels::{Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 
-/// The CPU, plus CUDA device 0 when built with `cuda` and a GPU is present.
+/// The CPU, plus CUDA device 0 when built with `cuda` and a GPU is present. On a GPU machine set
+/// `GYRE_TEST_CUDA=1`: then a CUDA device that does not open fails the tests instead of leaving
+/// them to the CPU.
 fn devices() -> Vec<Device> {
     let mut d = vec![Device::Cpu];
-    if let Ok(c) = Device::new_cuda(0) {
-        d.push(c);
+    match gyre_kernels::select_device("cuda:0") {
+        Ok(c) => d.push(c),
+        Err(e) if std::env::var("GYRE_TEST_CUDA").is_ok_and(|v| v == "1") => {
+            panic!("GYRE_TEST_CUDA=1 but {e}")
+        }
+        Err(_) => {}
     }
     d
 }
