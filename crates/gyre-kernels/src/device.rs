@@ -76,7 +76,10 @@ pub fn select_device(spec: &str) -> Result<Device, DeviceError> {
             if !candle_core::utils::metal_is_available() {
                 return Err(DeviceError::NotBuilt(spec, "metal"));
             }
-            Device::new_metal(0).map_err(|source| DeviceError::Open { spec, source })
+            Device::new_metal(0).map_err(|e| DeviceError::Open {
+                spec,
+                source: without_backtrace(e),
+            })
         }
         DeviceSpec::Cuda(ordinal) => {
             if !candle_core::utils::cuda_is_available() {
@@ -98,9 +101,9 @@ fn open_cuda(spec: &str, ordinal: usize) -> Result<Device, DeviceError> {
         });
     }
     match std::panic::catch_unwind(|| Device::new_cuda(ordinal)) {
-        Ok(r) => r.map_err(|source| DeviceError::Open {
+        Ok(r) => r.map_err(|e| DeviceError::Open {
             spec: spec.into(),
-            source,
+            source: without_backtrace(e),
         }),
         Err(p) => Err(DeviceError::Failed {
             spec: spec.into(),
@@ -110,6 +113,15 @@ fn open_cuda(spec: &str, ordinal: usize) -> Result<Device, DeviceError> {
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "the CUDA loader panicked".into()),
         }),
+    }
+}
+
+/// The error without the backtrace candle attaches under `RUST_BACKTRACE` (a device that does not
+/// open is the user's setup, reported in one line).
+fn without_backtrace(e: candle_core::Error) -> candle_core::Error {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => without_backtrace(*inner),
+        e => e,
     }
 }
 

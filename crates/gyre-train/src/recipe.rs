@@ -861,18 +861,6 @@ impl Recipe {
             );
         }
         if let Some(irc) = &self.irc {
-            if !matches!(
-                method,
-                MethodName::Simclr | MethodName::Mocov2 | MethodName::Ressl
-            ) {
-                return bad(
-                    "irc",
-                    format!(
-                        "the IRC plug-in works with simclr, mocov2 and ressl so far, not {}",
-                        method.as_str()
-                    ),
-                );
-            }
             positive("irc.temperature", irc.temperature)?;
             if !(irc.weight >= 0.0 && irc.weight.is_finite()) {
                 return bad("irc.weight", format!("must be ≥ 0, got {}", irc.weight));

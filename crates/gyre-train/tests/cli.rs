@@ -647,13 +647,14 @@ fn kill_during_checkpoint_writes_leaves_a_loadable_checkpoint() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The IRC plug-in on the momentum methods (MoCo v2, ReSSL) with auto-pairing, CI-sized: the cycle
-/// and the auto-pairs are logged with real values, and the memory survives in the checkpoint.
+/// The IRC plug-in on every method besides SimCLR, with auto-pairing, CI-sized: the cycle and the
+/// auto-pairs (each method's own pair loss) are logged with real values, and the memory survives
+/// in the checkpoint.
 #[test]
-fn irc_plugin_runs_on_moco_and_ressl() {
+fn irc_plugin_runs_on_every_seed_method() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = tmp("irc-momentum");
-    for method in ["mocov2", "ressl"] {
+    for method in ["mocov2", "ressl", "byol", "simsiam", "reco", "interclr"] {
         let recipe = root.join(format!("recipes/{method}-irc-ap_resnet-mini_fmnist.toml"));
         let run = dir.join(method);
         let mut args = vec![
@@ -671,13 +672,27 @@ fn irc_plugin_runs_on_moco_and_ressl() {
             "train.epochs=1",
             "train.batch_size=64",
             "train.log_every=1",
-            "method.queue=256",
             "irc.memory=128",
             "irc.ramp=0.0",
             "eval.knn_k=20",
             "eval.baselines=false",
         ] {
             args.extend(["--set".into(), s.into()]);
+        }
+        let extra: &[&str] = match method {
+            "byol" | "simsiam" => &[],
+            // 512 images: 8 clusters of ≥ 20 for InterCLR's bank (its k-means starts after the
+            // only epoch, so the inter term stays off here).
+            "interclr" => &[
+                "method.queue=256",
+                "method.clusters=8",
+                "method.pool=100",
+                "method.negatives=32",
+            ],
+            _ => &["method.queue=256"],
+        };
+        for s in extra {
+            args.extend(["--set".into(), s.to_string()]);
         }
         let out = gyre(&args.iter().map(String::as_str).collect::<Vec<_>>(), &dir);
         assert!(

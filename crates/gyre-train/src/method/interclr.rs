@@ -13,10 +13,16 @@
 //! step: enqueue the keys, write them into the bank at their dataset indices, relabel, refresh
 //! centroids every `centroid_every` steps and keep every cluster at `min_cluster` members or more.
 //! Rows the warm-up epoch never visits (a dropped last partial batch) keep their noise.
+//!
+//! With `[irc]`: the walk runs the query's online features → the plug-in's memory (its own FIFO,
+//! not the dataset-sized bank) → the key view's teacher features; the memory's base entries are
+//! the keys, and an auto-paired positive is one more intra-branch InfoNCE positive against the
+//! queue at T (as MoCo v2).
 
 use super::{Method, Online, StepContext, StepOutput};
 use crate::bank::FifoBank;
 use crate::cluster_bank::ClusterBank;
+use crate::irc::IrcPlugin;
 use crate::recipe::Recipe;
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
@@ -32,6 +38,7 @@ pub struct InterClr {
     queue: FifoBank,
     memory: ClusterBank,
     pending: Option<(Tensor, Vec<usize>)>,
+    irc: Option<IrcPlugin>,
     tau: f64,
     intra_weight: f64,
     inter_weight: f64,
@@ -51,8 +58,9 @@ impl InterClr {
         device: &Device,
     ) -> anyhow::Result<Self> {
         let m = &recipe.method;
-        let o = Online::new(recipe, in_channels, device)?;
+        let mut o = Online::new(recipe, in_channels, device)?;
         let teacher = o.teacher(recipe, None, true, device)?;
+        let irc = o.irc(recipe, device)?;
         let clusters = m.clusters.unwrap_or(100);
         let min_cluster = m.min_cluster.unwrap_or(20);
         if clusters * min_cluster > dataset_len {
@@ -76,6 +84,7 @@ impl InterClr {
             teacher,
             memory,
             pending: None,
+            irc,
             tau: m.temperature.unwrap_or(0.2),
             intra_weight: m.intra_weight.unwrap_or(0.75),
             inter_weight: m.inter_weight.unwrap_or(0.25),
@@ -105,16 +114,16 @@ impl Method for InterClr {
         self.teacher.update(ctx)?;
         let dev = views[0].device();
         let queue = self.queue.field(0, dev)?;
-        let q = self
-            .head
-            .forward_t(&self.backbone.forward_t(&views[0], true)?, true)?;
-        let k = self.teacher.encode(&views[1], ctx, 1)?.embeddings;
+        let f_q = self.backbone.forward_t(&views[0], true)?;
+        let q = self.head.forward_t(&f_q, true)?;
+        let key = self.teacher.encode(&views[1], ctx, 1)?;
+        let k = key.embeddings.clone();
         let intra = info_nce(&q, &k, &queue, self.tau)?;
         let mut logs = vec![
             ("momentum", self.teacher.last_momentum),
             ("label_change", self.memory.change_ratio),
         ];
-        let loss = if self.memory.ready {
+        let mut loss = if self.memory.ready {
             let (n, d) = (self.memory.len(), self.memory.dim());
             let bank = Tensor::from_slice(self.memory.rows(), (n, d), dev)?;
             let sims = l2_normalize(&q.detach())?
@@ -131,6 +140,23 @@ impl Method for InterClr {
         } else {
             intra
         };
+        if let Some(irc) = self.irc.as_mut() {
+            let f = Tensor::cat(&[&f_q, &key.features], 0)?;
+            let tau = self.tau;
+            loss = irc.add_to(
+                loss,
+                &f,
+                &k,
+                batch.labels.as_deref(),
+                ctx.step,
+                ctx.total_steps,
+                &mut logs,
+                |p| {
+                    let rows = Tensor::from_slice(&p.rows, p.rows.len(), q.device())?;
+                    info_nce(&q.index_select(&rows, 0)?, &p.positives, &queue, tau)
+                },
+            )?;
+        }
         self.pending = Some((l2_normalize(&k)?, batch.indices.clone()));
         Ok(StepOutput { loss, logs })
     }
@@ -139,13 +165,20 @@ impl Method for InterClr {
         let mut v = self.teacher.state();
         v.extend(self.queue.state("queue")?);
         v.extend(self.memory.state("memory")?);
+        if let Some(irc) = &self.irc {
+            v.extend(irc.state()?);
+        }
         Ok(v)
     }
 
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
         self.teacher.load_state(t)?;
         self.queue.load_state("queue", t)?;
-        self.memory.load_state("memory", t)
+        self.memory.load_state("memory", t)?;
+        match self.irc.as_mut() {
+            Some(irc) => irc.load_state(t),
+            None => Ok(()),
+        }
     }
 
     fn after_step(&mut self, ctx: StepContext) -> Result<()> {
@@ -163,9 +196,15 @@ impl Method for InterClr {
 
     fn take_eval_stats(&mut self) -> Option<serde_json::Value> {
         let sizes = self.memory.sizes();
-        Some(serde_json::json!({
+        let mut v = serde_json::json!({
             "clusters_min_size": sizes.iter().min(),
             "clusters_max_size": sizes.iter().max(),
-        }))
+        });
+        if let (Some(irc), Some(o)) = (self.irc.as_mut(), v.as_object_mut()) {
+            if let serde_json::Value::Object(stats) = irc.take_stats() {
+                o.extend(stats);
+            }
+        }
+        Some(v)
     }
 }

@@ -11,9 +11,15 @@
 //!   batch, drawn from the run's seed and the step.
 //!
 //! Views: `[strong, strong, weak]`. After the step, `k → Q` and `k_w → Q_w`.
+//!
+//! With `[irc]`: the walk runs the query's online features → the plug-in's memory → the key
+//! view's teacher features (as for ReSSL: ReCo has no online pass of view 2); the memory's base
+//! entries are the keys `k`, and an auto-paired positive is one more InfoNCE positive of the query
+//! against `Q` at T (as MoCo v2).
 
 use super::{Method, Online, StepContext, StepOutput};
 use crate::bank::FifoBank;
+use crate::irc::IrcPlugin;
 use crate::recipe::Recipe;
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
@@ -95,6 +101,7 @@ pub struct Reco {
     queue: FifoBank,
     queue_w: FifoBank,
     pending: Option<(Tensor, Tensor)>,
+    irc: Option<IrcPlugin>,
     tau: f64,
     tau_s: f64,
     tau_t: f64,
@@ -107,8 +114,9 @@ pub struct Reco {
 impl Reco {
     pub fn new(recipe: &Recipe, in_channels: usize, device: &Device) -> anyhow::Result<Self> {
         let m = &recipe.method;
-        let o = Online::new(recipe, in_channels, device)?;
+        let mut o = Online::new(recipe, in_channels, device)?;
         let teacher = o.teacher(recipe, None, true, device)?;
+        let irc = o.irc(recipe, device)?;
         let (k, d) = (m.queue.unwrap_or(4096), o.head_cfg.output);
         Ok(Self {
             backbone: o.backbone,
@@ -117,6 +125,7 @@ impl Reco {
             queue: FifoBank::with_noise(k, &[d], recipe.seed),
             queue_w: FifoBank::with_noise(k, &[d], recipe.seed ^ 0x5745_414b),
             pending: None,
+            irc,
             tau: m.temperature.unwrap_or(0.1),
             tau_s: m.relation_temperature.unwrap_or(0.1),
             tau_t: m.teacher_temperature.unwrap_or(0.04),
@@ -127,9 +136,11 @@ impl Reco {
         })
     }
 
-    fn online(&self, x: &Tensor) -> Result<Tensor> {
-        self.head
-            .forward_t(&self.backbone.forward_t(x, true)?, true)
+    /// Backbone features and embedding of one batch through the online network.
+    fn online(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let f = self.backbone.forward_t(x, true)?;
+        let q = self.head.forward_t(&f, true)?;
+        Ok((f, q))
     }
 }
 
@@ -146,29 +157,48 @@ impl Method for Reco {
         &self.backbone
     }
 
-    fn step(&mut self, views: &[Tensor], _batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
+    fn step(&mut self, views: &[Tensor], batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
         self.teacher.update(ctx)?;
         let dev = views[0].device();
         let (queue, queue_w) = (self.queue.field(0, dev)?, self.queue_w.field(0, dev)?);
-        let q = self.online(&views[0])?;
-        let k = self.teacher.encode(&views[1], ctx, 1)?.embeddings;
+        let (f_q, q) = self.online(&views[0])?;
+        let key = self.teacher.encode(&views[1], ctx, 1)?;
+        let k = key.embeddings.clone();
         let k_w = self.teacher.encode(&views[2], ctx, 2)?.embeddings;
         let l_moco = info_nce(&q, &k, &queue, self.tau)?;
         let l_global = ressl_loss(&q, &k_w, &queue_w, self.tau_s, self.tau_t)?;
         let (n, _, h, w) = views[0].dims4()?;
         let mix = CutMix::draw(self.seed, ctx.step, n, h, w);
-        let q_mix = self.online(&mix.apply(&views[0], &views[1])?)?;
+        let (_, q_mix) = self.online(&mix.apply(&views[0], &views[1])?)?;
         let perm = Tensor::from_slice(&mix.perm, n, dev)?;
         let f_mix = interpolation_target(&q, &k.index_select(&perm, 0)?, mix.r)?;
         let l_local = local_relation_loss(&q_mix, &f_mix, &queue, self.tau)?;
-        let logs = vec![
+        let mut logs = vec![
             ("moco_loss", l_moco.to_scalar::<f32>()? as f64),
             ("global_loss", l_global.to_scalar::<f32>()? as f64),
             ("local_loss", l_local.to_scalar::<f32>()? as f64),
             ("mix_r", mix.r),
             ("momentum", self.teacher.last_momentum),
         ];
-        let loss = ((l_moco + (l_global * self.global_weight)?)? + (l_local * self.local_weight)?)?;
+        let mut loss =
+            ((l_moco + (l_global * self.global_weight)?)? + (l_local * self.local_weight)?)?;
+        if let Some(irc) = self.irc.as_mut() {
+            let f = Tensor::cat(&[&f_q, &key.features], 0)?;
+            let tau = self.tau;
+            loss = irc.add_to(
+                loss,
+                &f,
+                &k,
+                batch.labels.as_deref(),
+                ctx.step,
+                ctx.total_steps,
+                &mut logs,
+                |p| {
+                    let rows = Tensor::from_slice(&p.rows, p.rows.len(), q.device())?;
+                    info_nce(&q.index_select(&rows, 0)?, &p.positives, &queue, tau)
+                },
+            )?;
+        }
         self.pending = Some((l2_normalize(&k)?, l2_normalize(&k_w)?));
         Ok(StepOutput { loss, logs })
     }
@@ -177,13 +207,24 @@ impl Method for Reco {
         let mut v = self.teacher.state();
         v.extend(self.queue.state("queue")?);
         v.extend(self.queue_w.state("queue_weak")?);
+        if let Some(irc) = &self.irc {
+            v.extend(irc.state()?);
+        }
         Ok(v)
     }
 
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
         self.teacher.load_state(t)?;
         self.queue.load_state("queue", t)?;
-        self.queue_w.load_state("queue_weak", t)
+        self.queue_w.load_state("queue_weak", t)?;
+        match self.irc.as_mut() {
+            Some(irc) => irc.load_state(t),
+            None => Ok(()),
+        }
+    }
+
+    fn take_eval_stats(&mut self) -> Option<serde_json::Value> {
+        self.irc.as_mut().map(|i| i.take_stats())
     }
 
     fn after_step(&mut self, _ctx: StepContext) -> Result<()> {
