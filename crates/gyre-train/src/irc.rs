@@ -21,7 +21,9 @@
 //! The walk starts once the memory holds one batch; until then the cycle loss is 0.
 
 use crate::bank::{FifoBank, NO_LABEL};
+use crate::method::StepContext;
 use crate::recipe::IrcConfig;
+use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig};
 use gyre_kernels::{Device, Result, Tensor};
 use gyre_losses::{auto_pair, circulation_loss, l2_normalize, AutoPairOptions, CirculationOptions};
@@ -34,6 +36,15 @@ pub struct AutoPositives {
     pub positives: Tensor,
     /// The ramp weight times `auto_pair_weight`.
     pub weight: f64,
+}
+
+impl AutoPositives {
+    /// The paired rows of `x` (the batch's view-1 embeddings, `[B, D]`), aligned with
+    /// `positives`: the queries of a method's pair loss.
+    pub fn queries(&self, x: &Tensor) -> Result<Tensor> {
+        let rows = Tensor::from_slice(&self.rows, self.rows.len(), x.device())?;
+        x.index_select(&rows, 0)
+    }
 }
 
 /// What the plug-in adds to one step.
@@ -185,22 +196,23 @@ impl IrcPlugin {
     /// The whole plug-in inside a method's step: runs [`Self::step`] on `features` (`[2B, F]`,
     /// view 1 first), adds `λ_c · L_cyc` to `base`, adds `weight · pair_loss(positives)` when
     /// auto-pairs are on and found (each method says what its pair loss is: `rows` index its
-    /// view-1 embeddings, `positives` are their matched memory entries), remembers the batch
-    /// (`base_v2`: the view-2 base embeddings) and appends the diagnostics to `logs`.
+    /// view-1 embeddings — [`AutoPositives::queries`] — and `positives` are their matched memory
+    /// entries), remembers the batch (`base_v2`: the view-2 base embeddings) and appends the
+    /// diagnostics to `logs`.
     #[allow(clippy::too_many_arguments)]
     pub fn add_to(
         &mut self,
         base: Tensor,
         features: &Tensor,
         base_v2: &Tensor,
-        labels: Option<&[u32]>,
-        step: u64,
-        total: u64,
+        batch: &Batch,
+        ctx: StepContext,
         logs: &mut Vec<(&'static str, f64)>,
         pair_loss: impl FnOnce(&AutoPositives) -> Result<Tensor>,
     ) -> Result<Tensor> {
         logs.push(("base_loss", base.to_scalar::<f32>()? as f64));
-        let (s, cycle_v2) = self.step(features, labels, step, total)?;
+        let labels = batch.labels.as_deref();
+        let (s, cycle_v2) = self.step(features, labels, ctx.step, ctx.total_steps)?;
         let mut loss = (base + s.loss)?;
         if let Some(p) = s.positives.filter(|p| p.weight > 0.0 && !p.rows.is_empty()) {
             let ap = pair_loss(&p)?;

@@ -96,19 +96,9 @@ impl Method for Byol {
         let mut logs = vec![("momentum", self.teacher.last_momentum)];
         if let Some(irc) = self.irc.as_mut() {
             let f = Tensor::cat(&[&f1, &f2], 0)?;
-            loss = irc.add_to(
-                loss,
-                &f,
-                &t2,
-                batch.labels.as_deref(),
-                ctx.step,
-                ctx.total_steps,
-                &mut logs,
-                |p| {
-                    let rows = Tensor::from_slice(&p.rows, p.rows.len(), p1.device())?;
-                    byol_loss(&p1.index_select(&rows, 0)?, &p.positives)
-                },
-            )?;
+            loss = irc.add_to(loss, &f, &t2, batch, ctx, &mut logs, |p| {
+                byol_loss(&p.queries(&p1)?, &p.positives)
+            })?;
         }
         Ok(StepOutput { loss, logs })
     }

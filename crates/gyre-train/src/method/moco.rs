@@ -96,19 +96,9 @@ impl Method for MocoV2 {
         if let Some(irc) = self.irc.as_mut() {
             let f = Tensor::cat(&[&f1, &f2], 0)?;
             let tau = self.tau;
-            loss = irc.add_to(
-                loss,
-                &f,
-                &t2.embeddings,
-                batch.labels.as_deref(),
-                ctx.step,
-                ctx.total_steps,
-                &mut logs,
-                |p| {
-                    let rows = Tensor::from_slice(&p.rows, p.rows.len(), q1.device())?;
-                    info_nce(&q1.index_select(&rows, 0)?, &p.positives, &queue, tau)
-                },
-            )?;
+            loss = irc.add_to(loss, &f, &t2.embeddings, batch, ctx, &mut logs, |p| {
+                info_nce(&p.queries(&q1)?, &p.positives, &queue, tau)
+            })?;
         }
         self.pending = Some(l2_normalize(&keys)?);
         Ok(StepOutput { loss, logs })

@@ -185,19 +185,9 @@ impl Method for Reco {
         if let Some(irc) = self.irc.as_mut() {
             let f = Tensor::cat(&[&f_q, &key.features], 0)?;
             let tau = self.tau;
-            loss = irc.add_to(
-                loss,
-                &f,
-                &k,
-                batch.labels.as_deref(),
-                ctx.step,
-                ctx.total_steps,
-                &mut logs,
-                |p| {
-                    let rows = Tensor::from_slice(&p.rows, p.rows.len(), q.device())?;
-                    info_nce(&q.index_select(&rows, 0)?, &p.positives, &queue, tau)
-                },
-            )?;
+            loss = irc.add_to(loss, &f, &k, batch, ctx, &mut logs, |p| {
+                info_nce(&p.queries(&q)?, &p.positives, &queue, tau)
+            })?;
         }
         self.pending = Some((l2_normalize(&k)?, l2_normalize(&k_w)?));
         Ok(StepOutput { loss, logs })

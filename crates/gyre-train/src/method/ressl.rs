@@ -112,24 +112,11 @@ impl Method for Ressl {
             rel
         };
         if let Some(irc) = self.irc.as_mut() {
-            logs.push(("base_loss", loss.to_scalar::<f32>()? as f64));
-            let labels = batch.labels.as_deref();
             let f = Tensor::cat(&[&f_s, &teacher.features], 0)?;
-            let (s, cycle_v2) = irc.step(&f, labels, ctx.step, ctx.total_steps)?;
-            loss = (loss + s.loss)?;
-            if let Some(p) = s.positives.filter(|p| p.weight > 0.0 && !p.rows.is_empty()) {
-                let rows = Tensor::from_slice(&p.rows, p.rows.len(), z_s.device())?;
-                let ap = info_nce(
-                    &z_s.index_select(&rows, 0)?,
-                    &p.positives,
-                    &queue,
-                    self.nce_tau,
-                )?;
-                logs.push(("irc_pair_loss", ap.to_scalar::<f32>()? as f64));
-                loss = (loss + (ap * p.weight)?)?;
-            }
-            irc.remember(&cycle_v2, &z_t, labels)?;
-            logs.extend(s.logs);
+            let tau = self.nce_tau;
+            loss = irc.add_to(loss, &f, &z_t, batch, ctx, &mut logs, |p| {
+                info_nce(&p.queries(&z_s)?, &p.positives, &queue, tau)
+            })?;
         }
         self.pending = Some(l2_normalize(&z_t)?);
         Ok(StepOutput { loss, logs })

@@ -74,16 +74,9 @@ impl Method for SimClr {
         let mut logs = Vec::new();
         if let Some(irc) = self.irc.as_mut() {
             let tau = self.tau;
-            loss = irc.add_to(
-                loss,
-                &f,
-                &zb,
-                batch.labels.as_deref(),
-                ctx.step,
-                ctx.total_steps,
-                &mut logs,
-                |p| nt_xent_extra_positives(&za, &zb, &p.rows, &p.positives, tau),
-            )?;
+            loss = irc.add_to(loss, &f, &zb, batch, ctx, &mut logs, |p| {
+                nt_xent_extra_positives(&za, &zb, &p.rows, &p.positives, tau)
+            })?;
         }
         Ok(StepOutput { loss, logs })
     }
