@@ -97,29 +97,83 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     super::cpu_f32(s, l, "batch_norm", "input")
 }
 
-/// Mean and biased variance of each channel (two passes in f64; sequential per channel so the
-/// result does not depend on the thread count).
+/// A sum in f64 over eight independent accumulators, combined in a fixed order: no single
+/// dependency chain (the loop vectorises), and the same result at any thread count because each
+/// channel is summed by one thread in one order.
+#[derive(Default)]
+struct Sum8 {
+    lanes: [f64; 8],
+    tail: f64,
+}
+
+impl Sum8 {
+    /// Adds `f(x)` for every `x` in `xs`.
+    #[inline]
+    fn add(&mut self, xs: &[f32], f: impl Fn(f32) -> f64) {
+        let chunks = xs.chunks_exact(8);
+        let rem = chunks.remainder();
+        for c in chunks {
+            for (lane, &v) in self.lanes.iter_mut().zip(c) {
+                *lane += f(v);
+            }
+        }
+        for &v in rem {
+            self.tail += f(v);
+        }
+    }
+
+    fn total(&self) -> f64 {
+        let l = &self.lanes;
+        (((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))) + self.tail
+    }
+}
+
+/// Two sums over paired slices, as [`Sum8`].
+#[derive(Default)]
+struct Sum8x2 {
+    a: Sum8,
+    b: Sum8,
+}
+
+impl Sum8x2 {
+    #[inline]
+    fn add(&mut self, xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> (f64, f64)) {
+        let (cx, cy) = (xs.chunks_exact(8), ys.chunks_exact(8));
+        let (rx, ry) = (cx.remainder(), cy.remainder());
+        for (x, y) in cx.zip(cy) {
+            for k in 0..8 {
+                let (p, q) = f(x[k], y[k]);
+                self.a.lanes[k] += p;
+                self.b.lanes[k] += q;
+            }
+        }
+        for (&x, &y) in rx.iter().zip(ry) {
+            let (p, q) = f(x, y);
+            self.a.tail += p;
+            self.b.tail += q;
+        }
+    }
+}
+
+/// Mean and biased variance of each channel (two passes in f64, [`Sum8`]; each channel summed
+/// by one thread, so the result does not depend on the thread count).
 fn channel_stats(x: &[f32], (n, c, s): (usize, usize, usize), eps: f64) -> Saved {
     let m = (n * s) as f64;
     let per: Vec<(f32, f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mut sum = 0f64;
+            let mut sum = Sum8::default();
             for i in 0..n {
-                sum += x[(i * c + ch) * s..(i * c + ch + 1) * s]
-                    .iter()
-                    .map(|&v| v as f64)
-                    .sum::<f64>();
+                sum.add(&x[(i * c + ch) * s..(i * c + ch + 1) * s], |v| v as f64);
             }
-            let mean = sum / m;
-            let mut sq = 0f64;
+            let mean = sum.total() / m;
+            let mut sq = Sum8::default();
             for i in 0..n {
-                sq += x[(i * c + ch) * s..(i * c + ch + 1) * s]
-                    .iter()
-                    .map(|&v| (v as f64 - mean).powi(2))
-                    .sum::<f64>();
+                sq.add(&x[(i * c + ch) * s..(i * c + ch + 1) * s], |v| {
+                    (v as f64 - mean).powi(2)
+                });
             }
-            let var = sq / m;
+            let var = sq.total() / m;
             (mean as f32, var as f32, (1.0 / (var + eps).sqrt()) as f32)
         })
         .collect();
@@ -228,15 +282,14 @@ impl CustomOp3 for BnBackwardOp {
             .into_par_iter()
             .map(|ch| {
                 let (mu, is) = (sv.mean[ch], sv.inv_std[ch]);
-                let (mut sd, mut sdx) = (0f64, 0f64);
+                let mut acc = Sum8x2::default();
                 for i in 0..n {
                     let r = (i * c + ch) * s..(i * c + ch + 1) * s;
-                    for (&g, &v) in dy[r.clone()].iter().zip(&x[r]) {
-                        sd += g as f64;
-                        sdx += (g * (v - mu) * is) as f64;
-                    }
+                    acc.add(&dy[r.clone()], &x[r], |g, v| {
+                        (g as f64, (g * (v - mu) * is) as f64)
+                    });
                 }
-                (sd, sdx)
+                (acc.a.total(), acc.b.total())
             })
             .collect();
         let m = (n * s) as f64;
