@@ -36,7 +36,7 @@ pub fn raw_backbone_features(
         let end = (start + chunk).min(set.len());
         let x = Tensor::from_vec(
             set.normalized_chw(start..end, mean, std)
-                .map_err(|e| candle_core_err(e.to_string()))?,
+                .map_err(gyre_kernels::Error::wrap)?,
             (end - start, c, h, w),
             device,
         )?;
@@ -58,11 +58,6 @@ pub fn pixel_features(
         set.labels().map(<[u32]>::to_vec).unwrap_or_default(),
         dim,
     ))
-}
-
-/// A data error inside a tensor computation (candle's error type).
-fn candle_core_err(msg: String) -> gyre_kernels::Error {
-    gyre_kernels::Error::Msg(msg)
 }
 
 /// kNN top-1 of `net` with `bank` as the labelled bank and `queries` as the test set.

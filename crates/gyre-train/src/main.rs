@@ -141,10 +141,15 @@ enum Cmd {
     },
 }
 
-/// The device a command runs its model on: `--device` when given, else the recipe's.
-fn device_for(cli_device: &Option<String>, r: &Recipe) -> anyhow::Result<gyre_kernels::Device> {
-    let spec = cli_device.as_deref().unwrap_or(&r.train.device);
+/// The device a command runs its model on: `--device` when given, else `default` (the recipe's
+/// `train.device`, or `cpu` for `bench`).
+fn open_device(cli_device: &Option<String>, default: &str) -> anyhow::Result<gyre_kernels::Device> {
+    let spec = cli_device.as_deref().unwrap_or(default);
     gyre_kernels::select_device(spec).with_context(|| format!("--device {spec}"))
+}
+
+fn device_for(cli_device: &Option<String>, r: &Recipe) -> anyhow::Result<gyre_kernels::Device> {
+    open_device(cli_device, &r.train.device)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -165,8 +170,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, Some(p)) => Recipe::load(p, &set)?,
                 (None, None) => Recipe::default_recipe(&set)?,
             };
+            // Checked here, opened once by the trainer (and recorded in the run's recipe.toml).
             if let Some(d) = &cli.device {
-                device_for(&cli.device, &r)?;
+                d.parse::<gyre_kernels::DeviceSpec>()
+                    .with_context(|| format!("--device {d}"))?;
                 r.train.device = d.clone();
             }
             let run_dir = resume.clone().or(run_dir);
@@ -354,9 +361,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data_disk,
             ops,
         } => {
-            let spec = cli.device.as_deref().unwrap_or("cpu");
-            let device =
-                gyre_kernels::select_device(spec).with_context(|| format!("--device {spec}"))?;
+            let device = open_device(&cli.device, "cpu")?;
             let cases: Vec<StepCase> = match model.as_str() {
                 "all" => vec![
                     StepCase {
