@@ -5,11 +5,11 @@
 //! `$GYRE_CUDA_CACHE`, else `~/.cache/gyre/cuda`), made once:
 //! - `venv/`: the CUDA 13.0 compiler and headers from PyPI, pinned (a newer nvcc emits PTX too new
 //!   for driver 580);
-//! - `candle-core-<v>-dynamic-loading/`: candle-core with cudarc switched from `dynamic-linking` to
-//!   `dynamic-loading`, so the binary opens the CUDA libraries on first use and still runs on a
+//! - `candle-core-<v>-<hash>-dynamic-loading/`: gyre's candle-core (`third_party/candle-core`)
+//!   with cudarc switched from `dynamic-linking` to `dynamic-loading`, so the binary opens the CUDA libraries on first use and still runs on a
 //!   machine that has none (the default, `--link loading`); `static-cudart/` makes candle-kernels'
 //!   `-lcudart` link the static CUDA runtime;
-//! - for `--link linking` (candle as published: every CUDA library resolved at start-up): the
+//! - for `--link linking` (cudarc as candle publishes it: every CUDA library resolved at start-up): the
 //!   library wheels, a link-time stub of `libcuda.so.1` and a folder of unversioned links.
 
 use anyhow::{bail, Context, Result};
@@ -127,31 +127,18 @@ fn locked_version(lock: &str, name: &str) -> Option<String> {
     Some(lock[at..].split('"').next()?.to_string())
 }
 
-/// candle-core as published, copied into the cache with cudarc's `dynamic-linking` feature
-/// replaced by `dynamic-loading`.
+/// gyre's candle-core (`third_party/candle-core`, the workspace's `[patch]`), copied into the cache
+/// with cudarc's `dynamic-linking` feature replaced by `dynamic-loading`. The copy is named by a
+/// hash of the vendored files, so a change there makes a fresh copy.
 fn patched_candle_core(root: &Path, cache: &Path) -> Result<PathBuf> {
+    let src = root.join("third_party/candle-core");
     let lock = std::fs::read_to_string(root.join("Cargo.lock")).context("reading Cargo.lock")?;
     let v = locked_version(&lock, "candle-core").context("candle-core is not in Cargo.lock")?;
-    let dest = cache.join(format!("candle-core-{v}-dynamic-loading"));
+    let hash = tree_hash(&src).with_context(|| format!("reading {}", src.display()))?;
+    let dest = cache.join(format!("candle-core-{v}-{hash:016x}-dynamic-loading"));
     if dest.join("Cargo.toml").is_file() {
         return Ok(dest);
     }
-    run(
-        Command::new(super::cargo())
-            .current_dir(root)
-            .args(["fetch", "--quiet"]),
-        "cargo fetch",
-    )?;
-    let cargo_home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|_| std::env::var("HOME").map(|h| Path::new(&h).join(".cargo")))
-        .context("neither CARGO_HOME nor HOME is set")?;
-    let src = std::fs::read_dir(cargo_home.join("registry/src"))
-        .context("reading the cargo registry")?
-        .flatten()
-        .map(|e| e.path().join(format!("candle-core-{v}")))
-        .find(|p| p.join("Cargo.toml").is_file())
-        .with_context(|| format!("candle-core {v} is not in the cargo registry"))?;
     let tmp = cache.join(format!("candle-core-{v}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     run(
@@ -172,6 +159,32 @@ fn patched_candle_core(root: &Path, cache: &Path) -> Result<PathBuf> {
     )?;
     std::fs::rename(&tmp, &dest)?;
     Ok(dest)
+}
+
+/// FNV-1a over the relative paths and bytes of every file under `dir`, in sorted order.
+fn tree_hash(dir: &Path) -> Result<u64> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        for e in std::fs::read_dir(dir)? {
+            let p = e?.path();
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
+    files.sort();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in files {
+        let rel = f.strip_prefix(dir).unwrap_or(&f).to_string_lossy().into_owned();
+        for b in rel.bytes().chain(std::fs::read(&f)?) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    Ok(h)
 }
 
 /// The `--link linking` folder: the CUDA libraries from their wheels, the `libcuda.so.1` stub, and

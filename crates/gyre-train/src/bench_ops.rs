@@ -1,6 +1,7 @@
-//! `gyre bench --ops`: the per-op table at the ResNet-18 (CIFAR stem) step shapes, B = 64 per view
-//! (128 images a forward): conv forward, grad-input and grad-weight for each distinct conv, the
-//! BatchNorm forward + backward for each activation size, and the AdamW step over every parameter.
+//! `gyre bench --ops`: the per-op table at a model's step shapes (ResNet-18 with the CIFAR stem,
+//! B = 64 per view, 128 images a forward; or resnet-mini on 1×28×28, B = 256, 512 images): conv
+//! forward, grad-input and grad-weight for each distinct conv, the BatchNorm forward + backward for
+//! each activation size, and the AdamW step over every parameter of the model and its head.
 //! `benches/ops_bench.py` times the same ops in PyTorch.
 
 use crate::metrics::peak_rss_mb;
@@ -32,6 +33,62 @@ pub const RESNET18_CONVS: &[(usize, usize, usize, usize, usize)] = &[
 /// `(channels, size)` of each distinct BatchNorm input.
 pub const RESNET18_BNS: &[(usize, usize)] = &[(64, 32), (128, 16), (256, 8), (512, 4)];
 
+/// The same for resnet-mini (one BasicBlock per stage, widths 32–256, CIFAR stem) on 1×28×28.
+pub const RESNET_MINI_CONVS: &[(usize, usize, usize, usize, usize)] = &[
+    (1, 32, 3, 1, 28),
+    (32, 32, 3, 1, 28),
+    (32, 64, 3, 2, 28),
+    (32, 64, 1, 2, 28),
+    (64, 64, 3, 1, 14),
+    (64, 128, 3, 2, 14),
+    (64, 128, 1, 2, 14),
+    (128, 128, 3, 1, 7),
+    (128, 256, 3, 2, 7),
+    (128, 256, 1, 2, 7),
+    (256, 256, 3, 1, 4),
+];
+
+/// `(channels, size)` of each distinct BatchNorm input of resnet-mini.
+pub const RESNET_MINI_BNS: &[(usize, usize)] = &[(32, 28), (64, 14), (128, 7), (256, 4)];
+
+/// The model whose shapes the table uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpsModel {
+    Resnet18,
+    ResnetMini,
+}
+
+impl OpsModel {
+    fn convs(self) -> &'static [(usize, usize, usize, usize, usize)] {
+        match self {
+            Self::Resnet18 => RESNET18_CONVS,
+            Self::ResnetMini => RESNET_MINI_CONVS,
+        }
+    }
+    fn bns(self) -> &'static [(usize, usize)] {
+        match self {
+            Self::Resnet18 => RESNET18_BNS,
+            Self::ResnetMini => RESNET_MINI_BNS,
+        }
+    }
+    /// Backbone, input channels and image size, and projection head (as `step_bench.py`).
+    fn model(self, dev: &Device) -> anyhow::Result<(ResNet, ProjectionHead, usize, usize)> {
+        let (name, in_ch, size, head) = match self {
+            Self::Resnet18 => ("resnet18", 3, 32, ProjectionHeadConfig::new(512, 2048, 128)),
+            Self::ResnetMini => (
+                "resnet-mini",
+                1,
+                28,
+                ProjectionHeadConfig::new(256, 512, 128),
+            ),
+        };
+        let cfg = ResNetConfig::preset(name, in_ch)?.with_stem(Stem::Cifar);
+        let backbone = ResNet::new(cfg, 0, dev)?;
+        let head = ProjectionHead::new(head, 0, "projector", dev)?;
+        Ok((backbone, head, in_ch, size))
+    }
+}
+
 /// Median, min and max milliseconds of `reps` calls after one untimed call.
 fn time_ms(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<[f64; 3]> {
     f()?;
@@ -60,10 +117,11 @@ fn row(op: &str, shape: String, ms: [f64; 3]) -> Value {
            "ms_max": ms[2], "threads": rayon::current_num_threads()})
 }
 
-/// Every op of the table, as JSON lines; `images` is the forward batch (128 for B = 64 per view).
-pub fn ops_bench(images: usize, reps: usize) -> anyhow::Result<Vec<Value>> {
+/// Every op of the table, as JSON lines; `images` is the forward batch (2B: 128 for ResNet-18 at
+/// B = 64 per view).
+pub fn ops_bench(model: OpsModel, images: usize, reps: usize) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
-    for &(c, o, k, s, hw) in RESNET18_CONVS {
+    for &(c, o, k, s, hw) in model.convs() {
         let g = ConvGeom {
             n: images,
             c,
@@ -96,7 +154,7 @@ pub fn ops_bench(images: usize, reps: usize) -> anyhow::Result<Vec<Value>> {
         out.push(row("conv_grad_weight", shape, ms));
     }
     let dev = Device::Cpu;
-    for &(c, hw) in RESNET18_BNS {
+    for &(c, hw) in model.bns() {
         let shape = (images, c, hw, hw);
         let n = images * c * hw * hw;
         let x = Var::from_tensor(&Tensor::from_vec(filled(n, 4), shape, &dev)?)?;
@@ -127,22 +185,16 @@ pub fn ops_bench(images: usize, reps: usize) -> anyhow::Result<Vec<Value>> {
         })?;
         out.push(row("batch_norm_fwd_bwd", label, ms));
     }
-    // AdamW over the whole ResNet-18 + projection head (12.5 M parameters), as in the step.
-    let backbone = ResNet::new(
-        ResNetConfig::preset("resnet18", 3)?.with_stem(Stem::Cifar),
-        0,
-        &dev,
-    )?;
-    let head = ProjectionHead::new(
-        ProjectionHeadConfig::new(512, 2048, 128),
-        0,
-        "projector",
-        &dev,
-    )?;
+    // AdamW over the whole backbone + projection head, as in the step.
+    let (backbone, head, in_ch, size) = model.model(&dev)?;
     let mut params = ParamStore::new();
     params.extend_prefixed("backbone", backbone.params());
     params.extend_prefixed("projector", head.params());
-    let x = Tensor::from_vec(filled(8 * 3 * 32 * 32, 6), (8, 3, 32, 32), &dev)?;
+    let x = Tensor::from_vec(
+        filled(8 * in_ch * size * size, 6),
+        (8, in_ch, size, size),
+        &dev,
+    )?;
     let grads = head
         .forward_t(&backbone.forward_t(&x, true)?, true)?
         .sqr()?

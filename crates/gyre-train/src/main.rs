@@ -135,9 +135,13 @@ enum Cmd {
         /// With `--data-root`: decode the JPEGs for every batch instead of once into memory.
         #[arg(long, requires = "data_root")]
         data_disk: bool,
-        /// Also (or only, with `--model none`) the per-op table at the ResNet-18 step shapes.
+        /// Also (or only, with `--model none`) the per-op table at the step shapes of `--ops-model`.
         #[arg(long)]
         ops: bool,
+        /// The model whose shapes `--ops` times: resnet18 (B = 64 per view) or resnet-mini
+        /// (B = 256 per view); `--batch` overrides B.
+        #[arg(long, default_value = "resnet18", value_parser = ["resnet18", "resnet-mini"])]
+        ops_model: String,
     },
 }
 
@@ -360,6 +364,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data_root,
             data_disk,
             ops,
+            ops_model,
         } => {
             let device = open_device(&cli.device, "cpu")?;
             let cases: Vec<StepCase> = match model.as_str() {
@@ -409,7 +414,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             if ops {
-                for row in gyre_train::bench_ops::ops_bench(2 * batch.unwrap_or(64), steps)? {
+                use gyre_train::bench_ops::{ops_bench, OpsModel};
+                let (m, b) = match ops_model.as_str() {
+                    "resnet-mini" => (OpsModel::ResnetMini, batch.unwrap_or(256)),
+                    _ => (OpsModel::Resnet18, batch.unwrap_or(64)),
+                };
+                for row in ops_bench(m, 2 * b, steps)? {
                     println!("{row}");
                 }
             }
