@@ -179,7 +179,11 @@ fn tree_hash(dir: &Path) -> Result<u64> {
     files.sort();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for f in files {
-        let rel = f.strip_prefix(dir).unwrap_or(&f).to_string_lossy().into_owned();
+        let rel = f
+            .strip_prefix(dir)
+            .unwrap_or(&f)
+            .to_string_lossy()
+            .into_owned();
         for b in rel.bytes().chain(std::fs::read(&f)?) {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
