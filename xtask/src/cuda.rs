@@ -416,6 +416,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tree_hash_follows_names_and_bytes() {
+        let dir = std::env::temp_dir().join(format!("gyre-xtask-hash-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::write(dir.join("Cargo.toml"), "a").unwrap();
+        std::fs::write(dir.join("src/lib.rs"), "b").unwrap();
+        let h = tree_hash(&dir).unwrap();
+        assert_eq!(tree_hash(&dir).unwrap(), h, "stable");
+        std::fs::write(dir.join("src/lib.rs"), "c").unwrap();
+        let h2 = tree_hash(&dir).unwrap();
+        assert_ne!(h2, h, "a changed byte");
+        std::fs::rename(dir.join("src/lib.rs"), dir.join("src/main.rs")).unwrap();
+        assert_ne!(tree_hash(&dir).unwrap(), h2, "a renamed file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn reads_a_locked_version() {
         let lock = "[[package]]\nname = \"candle-core\"\nversion = \"0.11.1\"\nsource = \"x\"\n";
         assert_eq!(
