@@ -6,11 +6,13 @@
 //! - `venv/`: the CUDA 13.0 compiler and headers from PyPI, pinned (a newer nvcc emits PTX too new
 //!   for driver 580);
 //! - `candle-core-<v>-<hash>-dynamic-loading/`: gyre's candle-core (`third_party/candle-core`)
-//!   with cudarc switched from `dynamic-linking` to `dynamic-loading`, so the binary opens the CUDA libraries on first use and still runs on a
-//!   machine that has none (the default, `--link loading`); `static-cudart/` makes candle-kernels'
-//!   `-lcudart` link the static CUDA runtime;
-//! - for `--link linking` (cudarc as candle publishes it: every CUDA library resolved at start-up): the
-//!   library wheels, a link-time stub of `libcuda.so.1` and a folder of unversioned links.
+//!   with cudarc switched from `dynamic-linking` to `dynamic-loading`, so the binary opens the
+//!   CUDA libraries on first use and still runs on a machine that has none (the default,
+//!   `--link loading`); `static-cudart/` makes candle-kernels' `-lcudart` link the static CUDA
+//!   runtime;
+//! - for `--link linking` (cudarc as candle publishes it: every CUDA library resolved at
+//!   start-up): the library wheels, a link-time stub of `libcuda.so.1` and a folder of
+//!   unversioned links.
 
 use anyhow::{bail, Context, Result};
 use std::os::unix::fs::PermissionsExt;

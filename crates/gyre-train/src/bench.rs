@@ -13,13 +13,68 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The two reference models of `shared/reference/step_bench.py` (CIFAR stem, projection head to
+/// 128), with the input shape and batch per view the benchmarks use for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchModel {
+    /// One BasicBlock per stage, widths 32–256, on 1×28×28; B = 256.
+    #[value(name = "resnet-mini")]
+    ResnetMini,
+    /// ResNet-18 on 3×32×32; B = 64.
+    #[value(name = "resnet18")]
+    Resnet18,
+}
+
+impl BenchModel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ResnetMini => "resnet-mini",
+            Self::Resnet18 => "resnet18",
+        }
+    }
+    pub fn in_ch(self) -> usize {
+        match self {
+            Self::ResnetMini => 1,
+            Self::Resnet18 => 3,
+        }
+    }
+    pub fn size(self) -> usize {
+        match self {
+            Self::ResnetMini => 28,
+            Self::Resnet18 => 32,
+        }
+    }
+    /// Images per view.
+    pub fn default_batch(self) -> usize {
+        match self {
+            Self::ResnetMini => 256,
+            Self::Resnet18 => 64,
+        }
+    }
+    /// The backbone and its projection head (hidden 512 or 2048, output 128), seed 0.
+    pub fn build(self, device: &Device) -> anyhow::Result<(ResNet, ProjectionHead)> {
+        let cfg = ResNetConfig::preset(self.name(), self.in_ch())?.with_stem(Stem::Cifar);
+        let backbone = ResNet::new(cfg, 0, device)?;
+        let hidden = match self {
+            Self::ResnetMini => 512,
+            Self::Resnet18 => 2048,
+        };
+        let head = ProjectionHead::new(
+            ProjectionHeadConfig::new(backbone.feature_dim(), hidden, 128),
+            0,
+            "projector",
+            device,
+        )?;
+        Ok((backbone, head))
+    }
+}
+
 /// One step-benchmark case.
 #[derive(Debug, Clone)]
 pub struct StepCase {
-    pub model: String,
+    pub model: BenchModel,
+    /// Images per view.
     pub batch: usize,
-    pub size: usize,
-    pub in_ch: usize,
     pub steps: usize,
     pub warmup: usize,
 }
@@ -36,19 +91,8 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Times the training step; returns one JSON object.
 pub fn step_bench(case: &StepCase, device: &Device) -> anyhow::Result<Value> {
-    let cfg = ResNetConfig::preset(&case.model, case.in_ch)?.with_stem(Stem::Cifar);
-    let backbone = ResNet::new(cfg, 0, device)?;
-    let hidden = if case.model == "resnet-mini" {
-        512
-    } else {
-        2048
-    };
-    let head = ProjectionHead::new(
-        ProjectionHeadConfig::new(backbone.feature_dim(), hidden, 128),
-        0,
-        "projector",
-        device,
-    )?;
+    let (backbone, head) = case.model.build(device)?;
+    let (in_ch, size) = (case.model.in_ch(), case.model.size());
     let mut params = ParamStore::new();
     params.extend_prefixed("backbone", backbone.params());
     params.extend_prefixed("projector", head.params());
@@ -56,10 +100,10 @@ pub fn step_bench(case: &StepCase, device: &Device) -> anyhow::Result<Value> {
     let n = 2 * case.batch;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let normal = rand_distr::Normal::new(0f32, 1.0).expect("valid");
-    let data: Vec<f32> = (0..n * case.in_ch * case.size * case.size)
+    let data: Vec<f32> = (0..n * in_ch * size * size)
         .map(|_| rand_distr::Distribution::sample(&normal, &mut rng))
         .collect();
-    let x = Tensor::from_vec(data, (n, case.in_ch, case.size, case.size), device)?;
+    let x = Tensor::from_vec(data, (n, in_ch, size, size), device)?;
     let mut step = || -> anyhow::Result<f32> {
         let z = head.forward_t(&backbone.forward_t(&x, true)?, true)?;
         let loss = gyre_losses::nt_xent(
@@ -89,8 +133,8 @@ pub fn step_bench(case: &StepCase, device: &Device) -> anyhow::Result<Value> {
     );
     let med = median(&mut times);
     Ok(json!({
-        "bench": "step", "impl": "gyre", "model": case.model, "batch_per_view": case.batch, "images_per_step": n,
-        "size": case.size, "in_ch": case.in_ch, "steps": case.steps, "warmup": case.warmup,
+        "bench": "step", "impl": "gyre", "model": case.model.name(), "batch_per_view": case.batch, "images_per_step": n,
+        "size": size, "in_ch": in_ch, "steps": case.steps, "warmup": case.warmup,
         "threads": rayon::current_num_threads(), "params": params.num_trainable(),
         "step_ms_median": med * 1e3, "step_ms_min": min * 1e3, "step_ms_max": max * 1e3,
         "img_per_s": n as f64 / med, "warmup_s": first, "final_loss": loss, "peak_rss_mb": peak_rss_mb(),

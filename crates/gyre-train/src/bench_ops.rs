@@ -4,9 +4,10 @@
 //! each activation size, and the AdamW step over every parameter of the model and its head.
 //! `benches/ops_bench.py` times the same ops in PyTorch.
 
+use crate::bench::BenchModel;
 use crate::metrics::peak_rss_mb;
 use crate::optim::{OptimSettings, Optimizer};
-use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet, ResNetConfig, Stem};
+use gyre_encoders::ParamStore;
 use gyre_kernels::ops::batch_norm_train;
 use gyre_kernels::ops::conv2d::{
     conv2d_forward_cpu, conv2d_grad_input_cpu, conv2d_grad_weight_cpu, ConvGeom,
@@ -15,8 +16,11 @@ use gyre_kernels::{Device, Tensor, Var};
 use serde_json::{json, Value};
 use std::time::Instant;
 
-/// `(c_in, c_out, kernel, stride, input size)` of each distinct conv in the CIFAR ResNet-18.
-pub const RESNET18_CONVS: &[(usize, usize, usize, usize, usize)] = &[
+/// `(c_in, c_out, kernel, stride, input size)` of a conv.
+pub type ConvShape = (usize, usize, usize, usize, usize);
+
+/// Each distinct conv of the CIFAR ResNet-18.
+pub const RESNET18_CONVS: &[ConvShape] = &[
     (3, 64, 3, 1, 32),
     (64, 64, 3, 1, 32),
     (64, 128, 3, 2, 32),
@@ -34,7 +38,7 @@ pub const RESNET18_CONVS: &[(usize, usize, usize, usize, usize)] = &[
 pub const RESNET18_BNS: &[(usize, usize)] = &[(64, 32), (128, 16), (256, 8), (512, 4)];
 
 /// The same for resnet-mini (one BasicBlock per stage, widths 32–256, CIFAR stem) on 1×28×28.
-pub const RESNET_MINI_CONVS: &[(usize, usize, usize, usize, usize)] = &[
+pub const RESNET_MINI_CONVS: &[ConvShape] = &[
     (1, 32, 3, 1, 28),
     (32, 32, 3, 1, 28),
     (32, 64, 3, 2, 28),
@@ -51,41 +55,11 @@ pub const RESNET_MINI_CONVS: &[(usize, usize, usize, usize, usize)] = &[
 /// `(channels, size)` of each distinct BatchNorm input of resnet-mini.
 pub const RESNET_MINI_BNS: &[(usize, usize)] = &[(32, 28), (64, 14), (128, 7), (256, 4)];
 
-/// The model whose shapes the table uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpsModel {
-    Resnet18,
-    ResnetMini,
-}
-
-impl OpsModel {
-    fn convs(self) -> &'static [(usize, usize, usize, usize, usize)] {
-        match self {
-            Self::Resnet18 => RESNET18_CONVS,
-            Self::ResnetMini => RESNET_MINI_CONVS,
-        }
-    }
-    fn bns(self) -> &'static [(usize, usize)] {
-        match self {
-            Self::Resnet18 => RESNET18_BNS,
-            Self::ResnetMini => RESNET_MINI_BNS,
-        }
-    }
-    /// Backbone, input channels and image size, and projection head (as `step_bench.py`).
-    fn model(self, dev: &Device) -> anyhow::Result<(ResNet, ProjectionHead, usize, usize)> {
-        let (name, in_ch, size, head) = match self {
-            Self::Resnet18 => ("resnet18", 3, 32, ProjectionHeadConfig::new(512, 2048, 128)),
-            Self::ResnetMini => (
-                "resnet-mini",
-                1,
-                28,
-                ProjectionHeadConfig::new(256, 512, 128),
-            ),
-        };
-        let cfg = ResNetConfig::preset(name, in_ch)?.with_stem(Stem::Cifar);
-        let backbone = ResNet::new(cfg, 0, dev)?;
-        let head = ProjectionHead::new(head, 0, "projector", dev)?;
-        Ok((backbone, head, in_ch, size))
+/// The distinct convs and BatchNorm inputs of `model`.
+fn shapes(model: BenchModel) -> (&'static [ConvShape], &'static [(usize, usize)]) {
+    match model {
+        BenchModel::Resnet18 => (RESNET18_CONVS, RESNET18_BNS),
+        BenchModel::ResnetMini => (RESNET_MINI_CONVS, RESNET_MINI_BNS),
     }
 }
 
@@ -119,9 +93,10 @@ fn row(op: &str, shape: String, ms: [f64; 3]) -> Value {
 
 /// Every op of the table, as JSON lines; `images` is the forward batch (2B: 128 for ResNet-18 at
 /// B = 64 per view).
-pub fn ops_bench(model: OpsModel, images: usize, reps: usize) -> anyhow::Result<Vec<Value>> {
+pub fn ops_bench(model: BenchModel, images: usize, reps: usize) -> anyhow::Result<Vec<Value>> {
+    let (convs, bns) = shapes(model);
     let mut out = Vec::new();
-    for &(c, o, k, s, hw) in model.convs() {
+    for &(c, o, k, s, hw) in convs {
         let g = ConvGeom {
             n: images,
             c,
@@ -154,7 +129,7 @@ pub fn ops_bench(model: OpsModel, images: usize, reps: usize) -> anyhow::Result<
         out.push(row("conv_grad_weight", shape, ms));
     }
     let dev = Device::Cpu;
-    for &(c, hw) in model.bns() {
+    for &(c, hw) in bns {
         let shape = (images, c, hw, hw);
         let n = images * c * hw * hw;
         let x = Var::from_tensor(&Tensor::from_vec(filled(n, 4), shape, &dev)?)?;
@@ -186,7 +161,8 @@ pub fn ops_bench(model: OpsModel, images: usize, reps: usize) -> anyhow::Result<
         out.push(row("batch_norm_fwd_bwd", label, ms));
     }
     // AdamW over the whole backbone + projection head, as in the step.
-    let (backbone, head, in_ch, size) = model.model(&dev)?;
+    let (backbone, head) = model.build(&dev)?;
+    let (in_ch, size) = (model.in_ch(), model.size());
     let mut params = ParamStore::new();
     params.extend_prefixed("backbone", backbone.params());
     params.extend_prefixed("projector", head.params());

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gyre_train::bench::{data_bench, step_bench, StepCase};
+use gyre_train::bench::{data_bench, step_bench, BenchModel, StepCase};
 use gyre_train::recipe::Recipe;
 use gyre_train::{train, TrainOptions};
 use std::path::PathBuf;
@@ -138,10 +138,10 @@ enum Cmd {
         /// Also (or only, with `--model none`) the per-op table at the step shapes of `--ops-model`.
         #[arg(long)]
         ops: bool,
-        /// The model whose shapes `--ops` times: resnet18 (B = 64 per view) or resnet-mini
-        /// (B = 256 per view); `--batch` overrides B.
-        #[arg(long, default_value = "resnet18", value_parser = ["resnet18", "resnet-mini"])]
-        ops_model: String,
+        /// The model whose shapes `--ops` times (B = 64 per view for resnet18, 256 for
+        /// resnet-mini; `--batch` overrides B).
+        #[arg(long, value_enum, default_value = "resnet18")]
+        ops_model: BenchModel,
     },
 }
 
@@ -367,59 +367,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ops_model,
         } => {
             let device = open_device(&cli.device, "cpu")?;
-            let cases: Vec<StepCase> = match model.as_str() {
-                "all" => vec![
-                    StepCase {
-                        model: "resnet-mini".into(),
-                        batch: batch.unwrap_or(256),
-                        size: 28,
-                        in_ch: 1,
-                        steps,
-                        warmup,
-                    },
-                    StepCase {
-                        model: "resnet18".into(),
-                        batch: batch.unwrap_or(64),
-                        size: 32,
-                        in_ch: 3,
-                        steps,
-                        warmup,
-                    },
-                ],
-                "resnet-mini" => vec![StepCase {
-                    model,
-                    batch: batch.unwrap_or(256),
-                    size: 28,
-                    in_ch: 1,
-                    steps,
-                    warmup,
-                }],
-                "resnet18" => vec![StepCase {
-                    model,
-                    batch: batch.unwrap_or(64),
-                    size: 32,
-                    in_ch: 3,
-                    steps,
-                    warmup,
-                }],
+            let models = match model.as_str() {
+                "all" => vec![BenchModel::ResnetMini, BenchModel::Resnet18],
                 "none" => vec![],
-                other => anyhow::bail!(
-                    "--model: unknown model '{other}': expected resnet-mini, resnet18, all or none"
-                ),
+                name => vec![<BenchModel as clap::ValueEnum>::from_str(name, false).map_err(
+                    |_| {
+                        anyhow::anyhow!(
+                        "--model: unknown model '{name}': expected resnet-mini, resnet18, all or none"
+                    )
+                    },
+                )?],
             };
+            let cases: Vec<StepCase> = models
+                .into_iter()
+                .map(|m| StepCase {
+                    model: m,
+                    batch: batch.unwrap_or(m.default_batch()),
+                    steps,
+                    warmup,
+                })
+                .collect();
             for c in &cases {
                 println!(
                     "{}",
-                    step_bench(c, &device).with_context(|| format!("benchmarking {}", c.model))?
+                    step_bench(c, &device)
+                        .with_context(|| format!("benchmarking {}", c.model.name()))?
                 );
             }
             if ops {
-                use gyre_train::bench_ops::{ops_bench, OpsModel};
-                let (m, b) = match ops_model.as_str() {
-                    "resnet-mini" => (OpsModel::ResnetMini, batch.unwrap_or(256)),
-                    _ => (OpsModel::Resnet18, batch.unwrap_or(64)),
-                };
-                for row in ops_bench(m, 2 * b, steps)? {
+                let b = batch.unwrap_or(ops_model.default_batch());
+                for row in gyre_train::bench_ops::ops_bench(ops_model, 2 * b, steps)? {
                     println!("{row}");
                 }
             }
