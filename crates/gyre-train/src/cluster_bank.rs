@@ -466,6 +466,38 @@ mod tests {
     }
 
     #[test]
+    fn label_change_counts_only_keys_that_moved() {
+        // Revisiting images with the keys they already have changes no label, through centroid
+        // refreshes and all (a renumbering of clusters would show here as a high ratio); moving a
+        // batch's keys onto another group's direction changes exactly the moved ones.
+        let sizes = [50, 50, 50, 50];
+        let (mut bank, keys) = clustered(200, 8, &sizes, 3);
+        let all: Vec<usize> = (0..200).collect();
+        bank.update(&all, &keys, 0);
+        bank.init_kmeans(10);
+        for step in 1..=25u64 {
+            let batch: Vec<usize> = (0..40).map(|j| (step as usize * 40 + j) % 200).collect();
+            let rows: Vec<f32> = batch
+                .iter()
+                .flat_map(|&i| keys[i * 8..(i + 1) * 8].iter().copied())
+                .collect();
+            bank.update(&batch, &rows, step);
+            assert_eq!(bank.change_ratio, 0.0, "step {step}");
+        }
+        // Rows 0..10 (group 0) take the direction of row 199 (group 3); rows 10..40 stay.
+        let batch: Vec<usize> = (0..40).collect();
+        let mut rows: Vec<f32> = Vec::new();
+        for &i in &batch {
+            let src = if i < 10 { 199 } else { i };
+            rows.extend_from_slice(&keys[src * 8..(src + 1) * 8]);
+        }
+        let before = bank.labels()[199];
+        bank.update(&batch, &rows, 26);
+        assert_eq!(bank.change_ratio, 10.0 / 40.0);
+        assert!((0..10).all(|i| bank.labels()[i] == before));
+    }
+
+    #[test]
     fn samples_same_label_positives_and_other_label_pool_negatives() {
         let sizes = [50, 50, 50, 50];
         let (mut bank, keys) = clustered(200, 8, &sizes, 2);

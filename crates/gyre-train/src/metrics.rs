@@ -1,6 +1,7 @@
 //! Run bookkeeping: the `metrics.jsonl` log (one JSON object per logged step and per evaluation),
 //! peak memory, and UTC timestamps for run names.
 
+use gyre_kernels::{Result, Tensor};
 use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
@@ -39,6 +40,21 @@ pub fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The collapse gauge of lightly and solo-learn: the standard deviation over the batch (`n − 1`
+/// in the denominator) of the L2-normalised embeddings `z: [B, D]`, averaged over the `D`
+/// dimensions. About `1/√D` for embeddings spread over the sphere, 0 when every row is the same
+/// vector (a collapsed representation).
+pub fn embedding_std(z: &Tensor) -> Result<f64> {
+    let z = gyre_losses::l2_normalize(&z.detach())?;
+    let b = z.dim(0)?;
+    if b < 2 {
+        return Ok(0.0);
+    }
+    let centred = z.broadcast_sub(&z.mean_keepdim(0)?)?;
+    let var = (centred.sqr()?.sum(0)? / (b - 1) as f64)?;
+    Ok(var.sqrt()?.mean_all()?.to_scalar::<f32>()? as f64)
+}
+
 /// `YYYYmmdd-HHMMSS` in UTC for the current time.
 pub fn utc_stamp() -> String {
     let secs = std::time::SystemTime::now()
@@ -71,6 +87,23 @@ fn stamp_of(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use gyre_kernels::{Device, Tensor};
+
+    #[test]
+    fn embedding_std_closed_forms() -> gyre_kernels::Result<()> {
+        let dev = Device::Cpu;
+        // Two orthogonal rows: each column is (1, 0) or (0, 1), std (n − 1) = √0.5.
+        let z = Tensor::new(&[[3f32, 0.0], [0.0, 0.5]], &dev)?;
+        assert!((super::embedding_std(&z)? - 0.5f64.sqrt()).abs() < 1e-6);
+        // The same direction at different lengths: collapsed, 0.
+        let z = Tensor::new(&[[1f32, 2.0], [2.0, 4.0], [0.5, 1.0]], &dev)?;
+        assert!(super::embedding_std(&z)?.abs() < 1e-6);
+        // ±e1, ±e2: columns (1, −1, 0, 0) and (0, 0, 1, −1), std = √(2/3).
+        let z = Tensor::new(&[[1f32, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]], &dev)?;
+        assert!((super::embedding_std(&z)? - (2.0f64 / 3.0).sqrt()).abs() < 1e-6);
+        Ok(())
+    }
+
     #[test]
     fn stamps() {
         assert_eq!(super::stamp_of(0), "19700101-000000");

@@ -11,6 +11,7 @@
 
 use super::{Method, Online, StepContext, StepOutput};
 use crate::irc::IrcPlugin;
+use crate::metrics::embedding_std;
 use crate::recipe::Recipe;
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
@@ -93,7 +94,10 @@ impl Method for Byol {
         let (f1, p1) = self.predict(&views[0])?;
         let (f2, p2) = self.predict(&views[1])?;
         let mut loss = (byol_loss(&p1, &t2)? + byol_loss(&p2, &t1)?)?;
-        let mut logs = vec![("momentum", self.teacher.last_momentum)];
+        let mut logs = vec![
+            ("momentum", self.teacher.last_momentum),
+            ("embed_std", embedding_std(&p1)?),
+        ];
         if let Some(irc) = self.irc.as_mut() {
             let f = Tensor::cat(&[&f1, &f2], 0)?;
             loss = irc.add_to(loss, &f, &t2, batch, ctx, &mut logs, |p| {

@@ -23,6 +23,7 @@ use super::{Method, Online, StepContext, StepOutput};
 use crate::bank::FifoBank;
 use crate::cluster_bank::ClusterBank;
 use crate::irc::IrcPlugin;
+use crate::metrics::embedding_std;
 use crate::recipe::Recipe;
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
@@ -122,6 +123,7 @@ impl Method for InterClr {
         let mut logs = vec![
             ("momentum", self.teacher.last_momentum),
             ("label_change", self.memory.change_ratio),
+            ("embed_std", embedding_std(&q)?),
         ];
         let mut loss = if self.memory.ready {
             let (n, d) = (self.memory.len(), self.memory.dim());

@@ -8,6 +8,7 @@
 
 use super::{Method, Online, StepContext, StepOutput};
 use crate::irc::IrcPlugin;
+use crate::metrics::embedding_std;
 use crate::recipe::Recipe;
 use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
@@ -71,7 +72,7 @@ impl Method for SimClr {
         let z = self.head.forward_t(&f, true)?;
         let (za, zb) = (z.narrow(0, 0, b)?, z.narrow(0, b, b)?);
         let mut loss = nt_xent(&za, &zb, self.tau)?;
-        let mut logs = Vec::new();
+        let mut logs = vec![("embed_std", embedding_std(&za)?)];
         if let Some(irc) = self.irc.as_mut() {
             let tau = self.tau;
             loss = irc.add_to(loss, &f, &zb, batch, ctx, &mut logs, |p| {
