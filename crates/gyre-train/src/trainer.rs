@@ -6,7 +6,7 @@ use crate::data_setup::{self, RunData};
 use crate::eval::{knn_eval, pixel_features};
 use crate::knn::knn_top1;
 use crate::method::{self, Method, StepContext};
-use crate::metrics::{peak_rss_mb, utc_stamp, MetricsLog};
+use crate::metrics::{embedding_std, peak_rss_mb, utc_stamp, MetricsLog};
 use crate::optim::{OptimSettings, Optimizer};
 use crate::recipe::Recipe;
 use crate::schedule::LrSchedule;
@@ -279,6 +279,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
                 let ips = window.1 as f64 * imgs_per_step / window.0.elapsed().as_secs_f64();
                 window = (Instant::now(), 0);
                 let mut line = json!({"kind": "step", "epoch": epoch, "step": step, "loss": loss, "lr": lr, "img_per_s": ips, "peak_rss_mb": peak_rss_mb()});
+                line["embed_std"] = json!(embedding_std(&out.embeddings)?);
                 for (k, v) in &out.logs {
                     line[*k] = json!(v);
                 }

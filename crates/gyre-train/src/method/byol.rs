@@ -11,7 +11,6 @@
 
 use super::{Method, Online, StepContext, StepOutput};
 use crate::irc::IrcPlugin;
-use crate::metrics::embedding_std;
 use crate::recipe::Recipe;
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
@@ -94,16 +93,17 @@ impl Method for Byol {
         let (f1, p1) = self.predict(&views[0])?;
         let (f2, p2) = self.predict(&views[1])?;
         let mut loss = (byol_loss(&p1, &t2)? + byol_loss(&p2, &t1)?)?;
-        let mut logs = vec![
-            ("momentum", self.teacher.last_momentum),
-            ("embed_std", embedding_std(&p1)?),
-        ];
+        let mut logs = vec![("momentum", self.teacher.last_momentum)];
         if let Some(irc) = self.irc.as_mut() {
             let f = Tensor::cat(&[&f1, &f2], 0)?;
             loss = irc.add_to(loss, &f, &t2, batch, ctx, &mut logs, |p| {
                 byol_loss(&p.queries(&p1)?, &p.positives)
             })?;
         }
-        Ok(StepOutput { loss, logs })
+        Ok(StepOutput {
+            loss,
+            logs,
+            embeddings: p1,
+        })
     }
 }

@@ -23,7 +23,6 @@ use super::{Method, Online, StepContext, StepOutput};
 use crate::bank::FifoBank;
 use crate::cluster_bank::ClusterBank;
 use crate::irc::IrcPlugin;
-use crate::metrics::embedding_std;
 use crate::recipe::Recipe;
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
@@ -123,7 +122,6 @@ impl Method for InterClr {
         let mut logs = vec![
             ("momentum", self.teacher.last_momentum),
             ("label_change", self.memory.change_ratio),
-            ("embed_std", embedding_std(&q)?),
         ];
         let mut loss = if self.memory.ready {
             let (n, d) = (self.memory.len(), self.memory.dim());
@@ -150,7 +148,11 @@ impl Method for InterClr {
             })?;
         }
         self.pending = Some((l2_normalize(&k)?, batch.indices.clone()));
-        Ok(StepOutput { loss, logs })
+        Ok(StepOutput {
+            loss,
+            logs,
+            embeddings: q,
+        })
     }
 
     fn state(&self) -> Result<Vec<(String, Tensor)>> {

@@ -16,7 +16,6 @@
 use super::{Method, Online, StepContext, StepOutput};
 use crate::bank::FifoBank;
 use crate::irc::IrcPlugin;
-use crate::metrics::embedding_std;
 use crate::recipe::Recipe;
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
@@ -81,10 +80,7 @@ impl Method for MocoV2 {
         let queue = self.queue.field(0, views[0].device())?;
         let (f1, q1) = self.online(&views[0])?;
         let t2 = self.teacher.encode(&views[1], ctx, 1)?;
-        let mut logs = vec![
-            ("momentum", self.teacher.last_momentum),
-            ("embed_std", embedding_std(&q1)?),
-        ];
+        let mut logs = vec![("momentum", self.teacher.last_momentum)];
         let (mut loss, f2, keys) = if self.symmetric {
             let (f2, q2) = self.online(&views[1])?;
             let t1 = self.teacher.encode(&views[0], ctx, 0)?;
@@ -105,7 +101,11 @@ impl Method for MocoV2 {
             })?;
         }
         self.pending = Some(l2_normalize(&keys)?);
-        Ok(StepOutput { loss, logs })
+        Ok(StepOutput {
+            loss,
+            logs,
+            embeddings: q1,
+        })
     }
 
     fn state(&self) -> Result<Vec<(String, Tensor)>> {

@@ -41,6 +41,9 @@ pub struct StepOutput {
     pub loss: Tensor,
     /// Extra scalars for the step log (loss terms, plug-in diagnostics).
     pub logs: Vec<(&'static str, f64)>,
+    /// The online embeddings `[B, D]` of one view, whose spread the trainer logs on each step line
+    /// as `embed_std` ([`crate::metrics::embedding_std`]).
+    pub embeddings: Tensor,
 }
 
 /// Where in training a step is (schedules inside methods: ramps, momentum, warm-ups).

@@ -20,7 +20,6 @@
 use super::{Method, Online, StepContext, StepOutput};
 use crate::bank::FifoBank;
 use crate::irc::IrcPlugin;
-use crate::metrics::embedding_std;
 use crate::recipe::Recipe;
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
@@ -180,7 +179,6 @@ impl Method for Reco {
             ("local_loss", l_local.to_scalar::<f32>()? as f64),
             ("mix_r", mix.r),
             ("momentum", self.teacher.last_momentum),
-            ("embed_std", embedding_std(&q)?),
         ];
         let mut loss =
             ((l_moco + (l_global * self.global_weight)?)? + (l_local * self.local_weight)?)?;
@@ -192,7 +190,11 @@ impl Method for Reco {
             })?;
         }
         self.pending = Some((l2_normalize(&k)?, l2_normalize(&k_w)?));
-        Ok(StepOutput { loss, logs })
+        Ok(StepOutput {
+            loss,
+            logs,
+            embeddings: q,
+        })
     }
 
     fn state(&self) -> Result<Vec<(String, Tensor)>> {

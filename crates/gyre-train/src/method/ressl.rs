@@ -20,7 +20,6 @@
 use super::{Method, Online, StepContext, StepOutput};
 use crate::bank::FifoBank;
 use crate::irc::IrcPlugin;
-use crate::metrics::embedding_std;
 use crate::recipe::Recipe;
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
@@ -97,10 +96,7 @@ impl Method for Ressl {
         let teacher = self.teacher.encode(&views[1], ctx, 1)?;
         let z_t = teacher.embeddings;
         let rel = ressl_loss(&z_s, &z_t, &queue, self.tau_s, self.tau_t)?;
-        let mut logs = vec![
-            ("momentum", self.teacher.last_momentum),
-            ("embed_std", embedding_std(&z_s)?),
-        ];
+        let mut logs = vec![("momentum", self.teacher.last_momentum)];
         let alpha = if self.nce_warmup_epochs > 0.0 {
             (ctx.epoch_progress() / self.nce_warmup_epochs).min(1.0)
         } else {
@@ -123,7 +119,11 @@ impl Method for Ressl {
             })?;
         }
         self.pending = Some(l2_normalize(&z_t)?);
-        Ok(StepOutput { loss, logs })
+        Ok(StepOutput {
+            loss,
+            logs,
+            embeddings: z_s,
+        })
     }
 
     fn state(&self) -> Result<Vec<(String, Tensor)>> {

@@ -8,7 +8,6 @@
 
 use super::{Method, Online, StepContext, StepOutput};
 use crate::irc::IrcPlugin;
-use crate::metrics::embedding_std;
 use crate::recipe::Recipe;
 use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
@@ -72,14 +71,18 @@ impl Method for SimClr {
         let z = self.head.forward_t(&f, true)?;
         let (za, zb) = (z.narrow(0, 0, b)?, z.narrow(0, b, b)?);
         let mut loss = nt_xent(&za, &zb, self.tau)?;
-        let mut logs = vec![("embed_std", embedding_std(&za)?)];
+        let mut logs = Vec::new();
         if let Some(irc) = self.irc.as_mut() {
             let tau = self.tau;
             loss = irc.add_to(loss, &f, &zb, batch, ctx, &mut logs, |p| {
                 nt_xent_extra_positives(&za, &zb, &p.rows, &p.positives, tau)
             })?;
         }
-        Ok(StepOutput { loss, logs })
+        Ok(StepOutput {
+            loss,
+            logs,
+            embeddings: za,
+        })
     }
 
     fn take_eval_stats(&mut self) -> Option<serde_json::Value> {

@@ -10,7 +10,6 @@
 
 use super::{Method, Online, StepContext, StepOutput};
 use crate::irc::IrcPlugin;
-use crate::metrics::embedding_std;
 use crate::recipe::Recipe;
 use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
@@ -66,14 +65,18 @@ impl Method for SimSiam {
         let p1 = self.predictor.forward_t(&z1, true)?;
         let p2 = self.predictor.forward_t(&z2, true)?;
         let mut loss = ((simsiam_loss(&p1, &z2)? + simsiam_loss(&p2, &z1)?)? * 0.5)?;
-        let mut logs = vec![("embed_std", embedding_std(&z1)?)];
+        let mut logs = vec![];
         if let Some(irc) = self.irc.as_mut() {
             let f = Tensor::cat(&[&f1, &f2], 0)?;
             loss = irc.add_to(loss, &f, &z2, batch, ctx, &mut logs, |p| {
                 simsiam_loss(&p.queries(&p1)?, &p.positives)
             })?;
         }
-        Ok(StepOutput { loss, logs })
+        Ok(StepOutput {
+            loss,
+            logs,
+            embeddings: z1,
+        })
     }
 
     fn state(&self) -> Result<Vec<(String, Tensor)>> {
