@@ -5,17 +5,20 @@
 #
 # Pops the first line of QUEUE_FILE until it is empty (append lines while it runs); a line is
 #   RECIPE SEED [RUN_NAME] [--set key=value ...]
-# and runs `recipes/RECIPE_resnet-mini_fmnist.toml` at 2 threads under `/usr/bin/time -v` into
+# and runs `recipes/RECIPE_resnet-mini_fmnist.toml` at $THREADS threads (default 2) under `/usr/bin/time -v` into
 # `runs/RUN_NAME` (default `RECIPE_sSEED`), its output in `QUEUE_FILE.d/RUN_NAME.out`, a start and
 # an end line (exit code, wall seconds) in `QUEUE_FILE.d/log.txt`. Copy the binary somewhere
 # first (default: a copy of target/release/gyre taken at start) so rebuilding does not change a
-# queued run. Put a row in with `python3 benches/run_row.py runs/RUN_NAME`.
+# queued run. Put a row in with `python3 benches/run_row.py runs/RUN_NAME`. Two queues at
+# THREADS=1 side by side give the same numbers as one at 2 threads (results do not depend on the
+# thread count), for rows whose train time is not the point.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 queue=${1:?usage: scripts/run_queue.sh QUEUE_FILE [GYRE_BINARY]}
 out="$queue.d"
 mkdir -p "$out"
 bin=${2:-}
+threads=${THREADS:-2}
 if [ -z "$bin" ]; then
   bin="$out/gyre"
   cp target/release/gyre "$bin"
@@ -30,9 +33,9 @@ while true; do
   shift 2
   name=${recipe}_s${seed}
   if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then name=$1; shift; fi
-  echo "$(date -u +%FT%TZ) start $name ($recipe seed $seed $*)" >> "$out/log.txt"
+  echo "$(date -u +%FT%TZ) start $name ($recipe seed $seed $*, $threads threads)" >> "$out/log.txt"
   start=$(date +%s)
-  /usr/bin/time -v "$bin" --threads 2 train --recipe "recipes/${recipe}_resnet-mini_fmnist.toml" \
+  /usr/bin/time -v "$bin" --threads "$threads" train --recipe "recipes/${recipe}_resnet-mini_fmnist.toml" \
     --set seed="$seed" "$@" --run-dir "runs/$name" --quiet > "$out/$name.out" 2>&1
   rc=$?
   echo "$(date -u +%FT%TZ) end $name rc=$rc wall=$(( $(date +%s) - start ))s" >> "$out/log.txt"

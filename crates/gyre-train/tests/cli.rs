@@ -337,6 +337,15 @@ fn every_method_recipe_trains_ci_sized() {
             .map(|l| l["loss"].as_f64().unwrap())
             .collect();
         assert_eq!(losses.len(), 16, "{method}: {metrics}");
+        // The collapse gauge is on every step line: a spread in (0, 1/√2] (normalised rows).
+        for l in metrics.lines().filter(|l| l.contains("\"kind\":\"step\"")) {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let std = v["embed_std"].as_f64().unwrap_or(f64::NAN);
+            assert!(
+                std > 0.0 && std <= 0.7072,
+                "{method}: embed_std {std} in {l}"
+            );
+        }
         assert!(losses.iter().all(|l| l.is_finite()), "{method}: {losses:?}");
         // K = 1024 and 256 keys per step (symmetric MoCo): real keys only from step 4 on.
         let from = match method {

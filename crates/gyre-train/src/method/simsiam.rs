@@ -75,7 +75,9 @@ impl Method for SimSiam {
         Ok(StepOutput {
             loss,
             logs,
-            embeddings: z1,
+            // The predictor's output, not z1: the projector ends in a BatchNorm without affine,
+            // so the batch spread of n(z1) stays at 1/√D whatever the network does.
+            embeddings: p1,
         })
     }
 
