@@ -330,17 +330,16 @@ fn every_method_recipe_trains_ci_sized() {
             String::from_utf8_lossy(&out.stderr)
         );
         let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-        let losses: Vec<f64> = metrics
+        let steps: Vec<serde_json::Value> = metrics
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
             .filter(|l| l["kind"] == "step")
-            .map(|l| l["loss"].as_f64().unwrap())
             .collect();
+        let losses: Vec<f64> = steps.iter().map(|l| l["loss"].as_f64().unwrap()).collect();
         assert_eq!(losses.len(), 16, "{method}: {metrics}");
         // The collapse gauge is on every step line: a spread in (0, 1/√2] (normalised rows).
-        for l in metrics.lines().filter(|l| l.contains("\"kind\":\"step\"")) {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let std = v["embed_std"].as_f64().unwrap_or(f64::NAN);
+        for l in &steps {
+            let std = l["embed_std"].as_f64().unwrap_or(f64::NAN);
             assert!(
                 std > 0.0 && std <= 0.7072,
                 "{method}: embed_std {std} in {l}"
