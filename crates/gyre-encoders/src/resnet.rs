@@ -8,7 +8,7 @@ use crate::error::EncoderError;
 use crate::init::Init;
 use crate::layers::{BatchNorm, Conv2d};
 use crate::params::ParamStore;
-use gyre_kernels::ops::{add_relu, relu};
+use gyre_kernels::ops::{add_relu, max_pool2d, relu};
 use gyre_kernels::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -298,11 +298,7 @@ impl ResNet {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = relu(&self.bn1.forward_t(&self.conv1.forward(x)?, train)?)?;
         if self.config.stem == Stem::Imagenet {
-            // Post-ReLU values are ≥ 0, so zero padding is the same as −∞ padding for max-pool.
-            h = h
-                .pad_with_zeros(2, 1, 1)?
-                .pad_with_zeros(3, 1, 1)?
-                .max_pool2d_with_stride(3, 2)?;
+            h = max_pool2d(&h, 3, 2, 1)?;
         }
         for b in &self.blocks {
             h = b.forward_t(&h, train)?;

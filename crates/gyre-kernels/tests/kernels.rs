@@ -4,7 +4,8 @@
 
 use gyre_kernels::ops::{
     add_relu, batch_norm_eval, batch_norm_eval_reference, batch_norm_train,
-    batch_norm_train_reference, channel_affine, conv2d, conv2d_reference, relu,
+    batch_norm_train_reference, channel_affine, conv2d, conv2d_reference, max_pool2d,
+    max_pool2d_reference, relu,
 };
 use gyre_kernels::{Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
@@ -390,6 +391,7 @@ fn kernels_are_bit_identical_at_one_and_two_threads() -> Result<()> {
                 Var::from_tensor(&rand_tensor(&[12, 8, 3, 3], 2, &Device::Cpu).unwrap()).unwrap();
             let y = conv2d(x.as_tensor(), w.as_tensor(), 1, 1).unwrap();
             let (z, _) = batch_norm_train(&y, None, None, 1e-5).unwrap();
+            let z = max_pool2d(&z, 3, 2, 1).unwrap();
             let g = z.sqr().unwrap().sum_all().unwrap().backward().unwrap();
             [
                 z.clone(),
@@ -453,6 +455,106 @@ fn relu_and_add_relu_equal_candle_and_pass_finite_differences() -> Result<()> {
         fd_check(&a, &f, 1e-3, 1e-2)?;
         let f = || relu(b.as_tensor())?.mul(&r)?.sqr()?.sum_all();
         fd_check(&b, &f, 1e-3, 1e-2)?;
+    }
+    Ok(())
+}
+
+/// (n, c, h, w, k, stride, pad): the ResNet stem's 3×3 / 2 / 1 on even and odd sides, a window
+/// equal to the stride, stride 1, and a map barely larger than the window.
+const POOL_CASES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
+    (2, 3, 8, 8, 3, 2, 1),
+    (1, 2, 7, 9, 3, 2, 1),
+    (2, 2, 6, 6, 2, 2, 0),
+    (3, 1, 5, 5, 3, 1, 1),
+    (1, 4, 3, 3, 3, 2, 1),
+    (2, 2, 16, 16, 3, 2, 1),
+];
+
+#[test]
+fn max_pool_equals_the_composition_forward_and_gradient() -> Result<()> {
+    for dev in devices() {
+        for (i, &(n, c, h, w, k, s, p)) in POOL_CASES.iter().enumerate() {
+            let x = Var::from_tensor(&rand_tensor(&[n, c, h, w], 300 + i as u64, &dev)?)?;
+            let y = max_pool2d(x.as_tensor(), k, s, p)?;
+            let yr = max_pool2d_reference(x.as_tensor(), k, s, p)?;
+            assert_eq!(y.dims(), yr.dims(), "case {i}");
+            assert_eq!(y.dims()[2], (h + 2 * p - k) / s + 1);
+            assert_eq!(max_rel(&y, &yr), 0.0, "case {i} forward");
+            let r = rand_tensor(y.dims(), 400 + i as u64, &dev)?;
+            let g = y.mul(&r)?.sum_all()?.backward()?;
+            let gr = yr.mul(&r)?.sum_all()?.backward()?;
+            let (a, b) = (
+                g.get(x.as_tensor()).unwrap(),
+                gr.get(x.as_tensor()).unwrap(),
+            );
+            assert!(max_rel(a, b) < 1e-6, "case {i} grad: {}", max_rel(a, b));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn max_pool_finite_difference() -> Result<()> {
+    for dev in devices() {
+        for (i, &(n, c, h, w, k, s, p)) in POOL_CASES.iter().enumerate() {
+            let x = Var::from_tensor(&rand_tensor(&[n, c, h, w], 500 + i as u64, &dev)?)?;
+            let r = rand_tensor(max_pool2d(x.as_tensor(), k, s, p)?.dims(), 9, &dev)?;
+            let f = || {
+                max_pool2d(x.as_tensor(), k, s, p)?
+                    .mul(&r)?
+                    .sqr()?
+                    .sum_all()
+            };
+            // Random values are ~0.01 apart at worst here; h = 1e-3 never moves an argmax.
+            fd_check(&x, &f, 1e-3, 1e-2)?;
+        }
+    }
+    Ok(())
+}
+
+/// Hand-made values: padding is −∞ (an all-negative map keeps its values), and a window of
+/// equal values sends its gradient to its first element only, as PyTorch does.
+#[test]
+fn max_pool_padding_and_ties_follow_pytorch() -> Result<()> {
+    for dev in devices() {
+        // 1×1×3×3, values −9..−1; 3×3 / 2 / 1 → 2×2, each output the window's largest.
+        let v: Vec<f32> = (0..9).map(|i| i as f32 - 9.0).collect();
+        let x = Tensor::from_vec(v, (1, 1, 3, 3), &dev)?;
+        let y = max_pool2d(&x, 3, 2, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(y, [-5.0, -4.0, -2.0, -1.0]);
+        // A zero map (post-ReLU): every window ties; its gradient goes to its first cell.
+        let z = Var::from_tensor(&Tensor::zeros(
+            (1, 1, 4, 4),
+            gyre_kernels::DType::F32,
+            &dev,
+        )?)?;
+        let g = max_pool2d(z.as_tensor(), 2, 2, 0)?.sum_all()?.backward()?;
+        let g = g
+            .get(z.as_tensor())
+            .unwrap()
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut want = [0f32; 16];
+        for i in [0, 2, 8, 10] {
+            want[i] = 1.0;
+        }
+        assert_eq!(g, want);
+        // Overlapping windows (3×3 / 2 / 1): the centre of a 3×3 map is the maximum of all four
+        // windows and gets all four gradients.
+        let mut v = vec![0f32; 9];
+        v[4] = 1.0;
+        let c = Var::from_tensor(&Tensor::from_vec(v, (1, 1, 3, 3), &dev)?)?;
+        let g = max_pool2d(c.as_tensor(), 3, 2, 1)?.sum_all()?.backward()?;
+        let g = g
+            .get(c.as_tensor())
+            .unwrap()
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        assert_eq!(g, [0.0, 0.0, 0.0, 0.0, 4.0, 0.0, 0.0, 0.0, 0.0]);
+        assert!(
+            max_pool2d(&x, 3, 2, 2).is_err(),
+            "padding over half the window"
+        );
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub mod batch_norm;
 pub mod conv2d;
+pub mod max_pool;
 pub mod relu;
 
 use candle_core::backend::BackendStorage;
@@ -41,4 +42,5 @@ pub use batch_norm::{
     channel_affine, channel_affine_reference, BatchStats,
 };
 pub use conv2d::{conv2d, conv2d_reference};
+pub use max_pool::{max_pool2d, max_pool2d_reference};
 pub use relu::{add_relu, relu};
