@@ -1,7 +1,7 @@
 //! What a loader does with a sample it cannot use (a corrupt or truncated file, a non-image, an
 //! empty class folder, an image with the wrong channel count): the recipe's
 //! `data.on_bad_sample` decides between stopping and skipping, and skipped samples are counted
-//! and reported by path.
+//! and reported by path. [`LoadReport`] adds what a load converted or warns about.
 
 use crate::error::DataError;
 use serde::{Deserialize, Serialize};
@@ -58,5 +58,47 @@ impl BadSamples {
                 self.first.push(f);
             }
         }
+    }
+}
+
+/// Everything a load reports besides its images: what it skipped, what it converted, and
+/// warnings (each names what it is about); the run summary carries it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LoadReport {
+    pub bad_samples: BadSamples,
+    /// Grey images converted to RGB because the dataset is RGB (torchvision's loader does the
+    /// same), and the first paths.
+    pub grey_to_rgb: usize,
+    pub grey_to_rgb_first: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl LoadReport {
+    /// A report of skipped samples only.
+    pub fn from_bad(bad_samples: BadSamples) -> Self {
+        Self {
+            bad_samples,
+            ..Self::default()
+        }
+    }
+
+    /// Counts one grey image converted to RGB.
+    pub fn converted(&mut self, path: &Path) {
+        self.grey_to_rgb += 1;
+        if self.grey_to_rgb_first.len() < REPORTED {
+            self.grey_to_rgb_first.push(path.display().to_string());
+        }
+    }
+
+    /// Adds another load's report.
+    pub fn merge(&mut self, other: LoadReport) {
+        self.bad_samples.merge(other.bad_samples);
+        self.grey_to_rgb += other.grey_to_rgb;
+        for f in other.grey_to_rgb_first {
+            if self.grey_to_rgb_first.len() < REPORTED {
+                self.grey_to_rgb_first.push(f);
+            }
+        }
+        self.warnings.extend(other.warnings);
     }
 }

@@ -12,7 +12,7 @@
 //! A file that is not a whole number of records is truncated: under `fail` the load stops with
 //! its path; under `skip` the partial record is dropped and reported.
 
-use crate::bad_sample::{BadSamples, OnBadSample};
+use crate::bad_sample::{BadSamples, LoadReport, OnBadSample};
 use crate::dataset::ImageSet;
 use crate::error::DataError;
 use crate::image_folder::{load_image_folder, FolderOptions, Residency};
@@ -40,6 +40,9 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
 /// Per-channel mean and std in [0, 1] units (the MoCo CIFAR demo's).
 pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
 pub const CIFAR10_STD: [f32; 3] = [0.2023, 0.1994, 0.2010];
+/// CIFAR-100's (solo-learn's and lightly's CIFAR-100 settings).
+pub const CIFAR100_MEAN: [f32; 3] = [0.5071, 0.4865, 0.4409];
+pub const CIFAR100_STD: [f32; 3] = [0.2673, 0.2564, 0.2762];
 
 impl Cifar {
     /// The official folder name.
@@ -104,7 +107,7 @@ pub fn load_cifar_bin(
     which: Cifar,
     train: bool,
     on_bad_sample: OnBadSample,
-) -> Result<(ImageSet, BadSamples), DataError> {
+) -> Result<(ImageSet, LoadReport), DataError> {
     let rec = which.label_bytes() + PIXELS;
     let classes = which.classes(dir);
     let mut bad = BadSamples::default();
@@ -148,7 +151,7 @@ pub fn load_cifar_bin(
         if train { "train" } else { "test" }
     );
     let set = ImageSet::new(name, (32, 32, 3), pixels, Some(labels), classes)?;
-    Ok((set, bad))
+    Ok((set, LoadReport::from_bad(bad)))
 }
 
 /// Loads one split of the `cifar10-jpeg` folder (`root/train` or `root/test`).
@@ -157,7 +160,7 @@ pub fn load_cifar10_jpeg(
     train: bool,
     on_bad_sample: OnBadSample,
     residency: Residency,
-) -> Result<(ImageSet, BadSamples), DataError> {
+) -> Result<(ImageSet, LoadReport), DataError> {
     let split = if train { "train" } else { "test" };
     load_image_folder(
         &root.join(split),
@@ -227,7 +230,7 @@ mod tests {
             std::fs::write(d.join(f), bytes).unwrap();
         }
         let (set, bad) = load_cifar_bin(&d, Cifar::Ten, true, OnBadSample::Fail).unwrap();
-        assert_eq!(bad.count, 0);
+        assert_eq!(bad.bad_samples.count, 0);
         assert_eq!(
             (set.len(), set.height, set.width, set.channels),
             (10, 32, 32, 3)
@@ -253,7 +256,7 @@ mod tests {
             "{e}"
         );
         let (set, bad) = load_cifar_bin(&d, Cifar::Ten, true, OnBadSample::Skip).unwrap();
-        assert_eq!((set.len(), bad.count), (9, 1));
+        assert_eq!((set.len(), bad.bad_samples.count), (9, 1));
         // A missing file is an error naming it.
         let e = load_cifar_bin(&d, Cifar::Ten, false, OnBadSample::Skip)
             .unwrap_err()

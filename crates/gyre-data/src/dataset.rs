@@ -211,4 +211,68 @@ impl ImageSet {
             })?;
         Ok(out)
     }
+
+    /// Per-channel mean and standard deviation (population) of the pixel values in [0, 1] units,
+    /// over at most `max_images` images spread evenly over the set (all when it has fewer): the
+    /// normalisation of a dataset with no published one. Exact sums (integer per image, then f64),
+    /// so the result does not depend on the thread count.
+    pub fn channel_stats(&self, max_images: usize) -> Result<(Vec<f32>, Vec<f32>), DataError> {
+        use rayon::prelude::*;
+        let n = self.len();
+        let take = n.min(max_images.max(1));
+        if take == 0 {
+            return Err(DataError::Loader(format!("{}: no images", self.name)));
+        }
+        let c = self.channels;
+        let picked: Vec<usize> = (0..take).map(|k| k * n / take).collect();
+        // Per image and channel: (Σ v, Σ v²) as integers, exact.
+        let sums: Vec<Vec<(u64, u64)>> = picked
+            .par_iter()
+            .map(|&i| {
+                let img = self.image(i)?;
+                let mut acc = vec![(0u64, 0u64); c];
+                for px in img.chunks_exact(c) {
+                    for (a, &v) in acc.iter_mut().zip(px) {
+                        a.0 += v as u64;
+                        a.1 += (v as u64) * (v as u64);
+                    }
+                }
+                Ok(acc)
+            })
+            .collect::<Result<_, DataError>>()?;
+        let count = (take * self.height * self.width) as f64;
+        let mut mean = Vec::with_capacity(c);
+        let mut std = Vec::with_capacity(c);
+        for ch in 0..c {
+            let (s, s2) = sums.iter().fold((0u128, 0u128), |(a, b), v| {
+                (a + v[ch].0 as u128, b + v[ch].1 as u128)
+            });
+            let m = s as f64 / count / 255.0;
+            let var = (s2 as f64 / count / (255.0 * 255.0) - m * m).max(0.0);
+            mean.push(m as f32);
+            // A constant channel would divide by zero: its values normalise to 0 with std 1.
+            std.push(if var > 0.0 { var.sqrt() as f32 } else { 1.0 });
+        }
+        Ok((mean, std))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_stats_are_the_pixel_mean_and_population_std() {
+        // Two 1×2 RGB images: R = 0, 255, 255, 0 → mean 0.5, std 0.5; G constant 51 → 0.2, std 1
+        // (a constant channel); B = 0, 0, 0, 255 → mean 0.25, std √(0.25·0.75).
+        let px = vec![0, 51, 0, 255, 51, 0, 255, 51, 0, 0, 51, 255];
+        let set = ImageSet::new("s", (1, 2, 3), px, None, vec![]).unwrap();
+        let (m, s) = set.channel_stats(10).unwrap();
+        assert_eq!(m, [0.5, 0.2, 0.25]);
+        assert_eq!(s, [0.5, 1.0, (0.1875f64).sqrt() as f32]);
+        // One image only (spread evenly: image 0): R = 0, 255.
+        let (m, _) = set.channel_stats(1).unwrap();
+        assert_eq!(m[0], 0.5);
+        assert_eq!(m[2], 0.0);
+    }
 }

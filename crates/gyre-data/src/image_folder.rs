@@ -5,13 +5,17 @@
 //! memory budget ([`Residency`]), checked once and then decoded again on every read, so data
 //! larger than memory trains with memory independent of the dataset's size.
 //!
-//! Every image must end up with the dataset's channel count (the option, else the first image's)
-//! and size: with `size = Some(s)` each image is resized (shorter side to s, triangle filter) and
-//! centre-cropped to s×s; without, every image must have the first one's size. Anything else —
-//! an undecodable or truncated file, a non-image, a wrong channel count or size, an empty class
-//! folder — is a bad sample, handled by [`OnBadSample`]. Hidden files (`.name`) are ignored.
+//! Every image must end up with the dataset's channel count (the option, else RGB when any image
+//! has colour) and size: a grey image in an RGB dataset is converted (as torchvision's loader
+//! does; counted in the [`LoadReport`]); with `size = Some(s)` each image is resized (shorter side
+//! to s, triangle filter) and centre-cropped to s×s; without, every image must have the first
+//! one's size. Anything else — an undecodable or truncated file (a JPEG must reach its
+//! end-of-image marker), a non-image, a colour image in a grey dataset, a wrong size, an empty
+//! class folder — is a bad sample, handled by [`OnBadSample`]. Hidden files (`.name`) are
+//! ignored. A `train/` and `test/` pair is read with one class list
+//! ([`load_train_test_folders`]).
 
-use crate::bad_sample::{BadSamples, OnBadSample};
+use crate::bad_sample::{LoadReport, OnBadSample};
 use crate::dataset::{ImageSet, LazySource};
 use crate::error::DataError;
 use rayon::prelude::*;
@@ -82,11 +86,16 @@ fn files_under(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(out)
 }
 
-/// One decoded image: HWC bytes, height, width, channels.
+/// One decoded image: HWC bytes, height, width, channels (1 or 3).
 type Decoded = (Vec<u8>, usize, usize, usize);
 
+/// Reads and decodes one file, resized and centre-cropped to `size` when given. A JPEG must be
+/// whole ([`crate::jpeg::check_complete`]): the decoder would silently fill a truncated one.
 fn decode(path: &Path, size: Option<usize>) -> Result<Decoded, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    if crate::jpeg::is_jpeg(&bytes) {
+        crate::jpeg::check_complete(&bytes)?;
+    }
     let img = image::load_from_memory(&bytes).map_err(|e| format!("not a readable image: {e}"))?;
     let img = match size {
         Some(s) => {
@@ -107,8 +116,7 @@ fn decode(path: &Path, size: Option<usize>) -> Result<Decoded, String> {
         None => img,
     };
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let color = img.color();
-    let grey = !color.has_color();
+    let grey = !img.color().has_color();
     Ok(if grey {
         (img.into_luma8().into_raw(), h, w, 1)
     } else {
@@ -116,47 +124,134 @@ fn decode(path: &Path, size: Option<usize>) -> Result<Decoded, String> {
     })
 }
 
-/// Reads a folder into memory; returns the set and what was skipped.
+/// A grey image's pixels as RGB (each value three times), as PIL's `convert("RGB")`.
+fn grey_to_rgb(px: &[u8]) -> Vec<u8> {
+    px.iter().flat_map(|&v| [v, v, v]).collect()
+}
+
+/// The class folders under `root` (sorted, hidden ones skipped), as (name, path).
+fn class_dirs(root: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| DataError::file(root, format!("cannot list the folder: {e}")))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && !hidden(p))
+        .collect();
+    dirs.sort();
+    if dirs.is_empty() {
+        return Err(DataError::file(
+            root,
+            "no class folders: a labelled image folder is root/<class>/<image>",
+        ));
+    }
+    Ok(dirs
+        .into_iter()
+        .map(|d| {
+            let name = d
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, d)
+        })
+        .collect())
+}
+
+/// Reads a folder into memory (or checks it, for disk residency); returns the set and what it
+/// skipped and converted. A labelled folder's classes are its sorted class folders.
 pub fn load_image_folder(
     root: &Path,
     name: &str,
     opts: FolderOptions,
-) -> Result<(ImageSet, BadSamples), DataError> {
+) -> Result<(ImageSet, LoadReport), DataError> {
     if !root.is_dir() {
         return Err(DataError::file(root, "not a folder"));
     }
-    let mut bad = BadSamples::default();
+    let classes = if opts.labelled {
+        Some(
+            class_dirs(root)?
+                .into_iter()
+                .map(|c| c.0)
+                .collect::<Vec<String>>(),
+        )
+    } else {
+        None
+    };
+    load_with_classes(root, name, classes.as_deref(), opts)
+}
+
+/// A labelled dataset in `train/` and `test/` folders read with one class list, the training
+/// split's: every test class must be a training class (an error names the first that is not),
+/// and a training class with no test folder is a warning in the report (its images are in the
+/// kNN bank but never queried). Without this, each split would number its own sorted folders
+/// and the labels of the two would silently disagree.
+pub fn load_train_test_folders(
+    train: &Path,
+    test: &Path,
+    opts: FolderOptions,
+) -> Result<(ImageSet, ImageSet, LoadReport), DataError> {
+    for d in [train, test] {
+        if !d.is_dir() {
+            return Err(DataError::file(d, "not a folder"));
+        }
+    }
+    let classes: Vec<String> = class_dirs(train)?.into_iter().map(|c| c.0).collect();
+    let test_classes: Vec<String> = class_dirs(test)?.into_iter().map(|c| c.0).collect();
+    if let Some(extra) = test_classes.iter().find(|c| !classes.contains(c)) {
+        return Err(DataError::file(
+            test.join(extra),
+            format!(
+                "class '{extra}' has no folder in {}: the labels come from the training classes ({})",
+                train.display(),
+                classes.join(", ")
+            ),
+        ));
+    }
+    let opts = FolderOptions {
+        labelled: true,
+        ..opts
+    };
+    let (tr, mut report) =
+        load_with_classes(train, &train.display().to_string(), Some(&classes), opts)?;
+    let (te, r) = load_with_classes(test, &test.display().to_string(), Some(&classes), opts)?;
+    report.merge(r);
+    for c in classes.iter().filter(|c| !test_classes.contains(c)) {
+        report.warnings.push(format!(
+            "{}: no folder for class '{c}' of {}: its images are in the kNN bank but never queried",
+            test.display(),
+            train.display()
+        ));
+    }
+    Ok((tr, te, report))
+}
+
+/// The loader behind both: `classes` (labelled folders) are the class names in label order; a
+/// class without a folder under `root` simply has no images here.
+fn load_with_classes(
+    root: &Path,
+    name: &str,
+    classes: Option<&[String]>,
+    opts: FolderOptions,
+) -> Result<(ImageSet, LoadReport), DataError> {
+    let mut report = LoadReport::default();
     let policy = opts.on_bad_sample;
     // (path, label) of every candidate file.
     let mut files: Vec<(PathBuf, Option<u32>)> = Vec::new();
-    let mut classes = Vec::new();
-    if opts.labelled {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-            .map_err(|e| DataError::file(root, format!("cannot list the folder: {e}")))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir() && !hidden(p))
-            .collect();
-        dirs.sort();
-        if dirs.is_empty() {
-            return Err(DataError::file(
-                root,
-                "no class folders: a labelled image folder is root/<class>/<image>",
-            ));
-        }
-        for (c, d) in dirs.iter().enumerate() {
-            let class_files = files_under(d)?;
-            if class_files.is_empty() {
-                bad.handle(policy, d, "empty class folder")?;
+    match classes {
+        Some(classes) => {
+            for (c, class) in classes.iter().enumerate() {
+                let d = root.join(class);
+                if !d.is_dir() {
+                    continue;
+                }
+                let class_files = files_under(&d)?;
+                if class_files.is_empty() {
+                    report
+                        .bad_samples
+                        .handle(policy, &d, "empty class folder")?;
+                }
+                files.extend(class_files.into_iter().map(|f| (f, Some(c as u32))));
             }
-            files.extend(class_files.into_iter().map(|f| (f, Some(c as u32))));
-            classes.push(
-                d.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            );
         }
-    } else {
-        files = files_under(root)?.into_iter().map(|f| (f, None)).collect();
+        None => files = files_under(root)?.into_iter().map(|f| (f, None)).collect(),
     }
     let keep = match opts.residency {
         Residency::Memory => true,
@@ -166,17 +261,25 @@ pub fn load_image_folder(
             let per = files
                 .iter()
                 .find_map(|(p, _)| decode(p, opts.size).ok())
-                .map_or(0, |(px, ..)| px.len() as u64);
+                .map_or(0, |(_, h, w, c)| {
+                    (h * w * opts.channels.unwrap_or(c)) as u64
+                });
             per * files.len() as u64 <= budget_bytes
         }
     };
     // Every file is decoded once (checked); its pixels are kept only in memory mode.
     let decoded: Vec<Result<Decoded, String>> = files
         .par_iter()
-        .map(|(p, _)| {
-            decode(p, opts.size).map(|(px, h, w, c)| (if keep { px } else { Vec::new() }, h, w, c))
-        })
+        .map(|(p, _)| decode(p, opts.size))
         .collect();
+    // The dataset's channels: the option, else RGB as soon as one image has colour.
+    let channels = opts.channels.unwrap_or_else(|| {
+        if decoded.iter().any(|d| matches!(d, Ok((_, _, _, 3)))) {
+            3
+        } else {
+            1
+        }
+    });
     let mut shape: Option<(usize, usize, usize)> = None;
     let mut pixels = Vec::new();
     let mut good = Vec::new();
@@ -185,30 +288,36 @@ pub fn load_image_folder(
         let (px, h, w, c) = match d {
             Ok(x) => x,
             Err(reason) => {
-                bad.handle(policy, path, reason)?;
+                report.bad_samples.handle(policy, path, reason)?;
                 continue;
             }
         };
-        let want_c = opts.channels.unwrap_or(shape.map_or(c, |s| s.2));
-        if c != want_c {
-            bad.handle(
+        if c != channels && !(c == 1 && channels == 3) {
+            report.bad_samples.handle(
                 policy,
                 path,
-                format!("has {c} channel(s), the dataset has {want_c}"),
+                format!("has {c} channel(s), the dataset has {channels}"),
             )?;
             continue;
         }
-        let (h0, w0, _) = *shape.get_or_insert((h, w, c));
+        let (h0, w0, _) = *shape.get_or_insert((h, w, channels));
         if (h, w) != (h0, w0) {
-            bad.handle(
+            report.bad_samples.handle(
                 policy,
                 path,
                 format!("is {h}×{w}, the dataset's images are {h0}×{w0} (set data.image_size to resize)"),
             )?;
             continue;
         }
+        if c != channels {
+            report.converted(path);
+        }
         if keep {
-            pixels.extend_from_slice(&px);
+            if c == channels {
+                pixels.extend_from_slice(&px);
+            } else {
+                pixels.extend(grey_to_rgb(&px));
+            }
         } else {
             good.push(path.clone());
         }
@@ -222,22 +331,23 @@ pub fn load_image_folder(
             format!(
                 "no usable images ({} files, {} bad)",
                 files.len(),
-                bad.count
+                report.bad_samples.count
             ),
         ));
     };
-    let labels = opts.labelled.then_some(labels);
+    let class_names = classes.map(<[String]>::to_vec).unwrap_or_default();
+    let labels = classes.is_some().then_some(labels);
     let set = if keep {
-        ImageSet::new(name, (h, w, c), pixels, labels, classes)?
+        ImageSet::new(name, (h, w, c), pixels, labels, class_names)?
     } else {
         let files = FolderFiles {
             paths: good,
             size: opts.size,
             shape: (h, w, c),
         };
-        ImageSet::lazy(name, (h, w, c), Arc::new(files), labels, classes)?
+        ImageSet::lazy(name, (h, w, c), Arc::new(files), labels, class_names)?
     };
-    Ok((set, bad))
+    Ok((set, report))
 }
 
 /// The checked image files of a folder, decoded on every read (the [`Residency::Disk`] storage).
@@ -245,7 +355,8 @@ pub fn load_image_folder(
 struct FolderFiles {
     paths: Vec<PathBuf>,
     size: Option<usize>,
-    /// (h, w, c) every file decoded to when the folder was opened.
+    /// (h, w, c) every file decoded to when the folder was opened (grey files of an RGB set are
+    /// converted on every read).
     shape: (usize, usize, usize),
 }
 
@@ -257,6 +368,11 @@ impl LazySource for FolderFiles {
     fn read(&self, i: usize) -> Result<Vec<u8>, DataError> {
         let path = &self.paths[i];
         let (px, h, w, c) = decode(path, self.size).map_err(|r| DataError::file(path, r))?;
+        let (px, c) = if c == 1 && self.shape.2 == 3 {
+            (grey_to_rgb(&px), 3)
+        } else {
+            (px, c)
+        };
         if (h, w, c) != self.shape {
             let (h0, w0, c0) = self.shape;
             return Err(DataError::file(
@@ -328,7 +444,7 @@ mod tests {
             ..Default::default()
         };
         let (set, bad) = load_image_folder(&root, "t", opts).unwrap();
-        assert_eq!(bad, BadSamples::default());
+        assert_eq!(bad, LoadReport::default());
         assert_eq!(set.classes, ["ant", "cat"]);
         assert_eq!(set.labels().unwrap(), [0, 1, 1]);
         assert_eq!(
@@ -363,7 +479,7 @@ mod tests {
             ..Default::default()
         };
         let (set, bad) = load_image_folder(&root, "r", opts).unwrap();
-        assert_eq!(bad.count, 0);
+        assert_eq!(bad.bad_samples.count, 0);
         assert_eq!(
             (set.len(), set.height, set.width, set.channels),
             (2, 16, 16, 3)
@@ -391,7 +507,9 @@ mod tests {
             rgb(8, 8, 2),
             image::ImageFormat::Jpeg,
         );
-        // A truncated PNG, a corrupt JPEG, a non-image, a grey image, a wrong size, an empty class.
+        // A truncated PNG, a corrupt JPEG, a JPEG cut to 70% of its bytes (which the decoder
+        // accepts), a non-image, a wrong size, an empty class — and a grey image, which an RGB
+        // dataset converts.
         let mut png = Vec::new();
         rgb(8, 8, 3)
             .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
@@ -407,6 +525,19 @@ mod tests {
         // Keep the JPEG signature (so it is read as a JPEG), wreck the segments after it.
         jpg[4..60].fill(0xAB);
         std::fs::write(root.join("a/corrupt.jpg"), &jpg).unwrap();
+        let mut whole = Vec::new();
+        rgb(64, 64, 4)
+            .write_to(
+                &mut std::io::Cursor::new(&mut whole),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        let cut = &whole[..whole.len() * 7 / 10];
+        assert!(
+            image::load_from_memory(cut).is_ok(),
+            "the decoder alone accepts it"
+        );
+        std::fs::write(root.join("a/cut.jpg"), cut).unwrap();
         std::fs::write(root.join("a/notes.txt"), b"not an image").unwrap();
         save(
             &root.join("b/grey.png"),
@@ -447,14 +578,11 @@ mod tests {
         let e = fail("a/truncated.png");
         assert!(e.contains("truncated.png: not a readable image"), "{e}");
         let e = fail("a/corrupt.jpg");
-        assert!(e.contains("corrupt.jpg: not a readable image"), "{e}");
+        assert!(e.contains("corrupt.jpg: truncated JPEG"), "{e}");
+        let e = fail("a/cut.jpg");
+        assert!(e.contains("cut.jpg: truncated JPEG: the data ends"), "{e}");
         let e = fail("a/notes.txt");
         assert!(e.contains("notes.txt: not a readable image"), "{e}");
-        let e = fail("b/grey.png");
-        assert!(
-            e.contains("grey.png: has 1 channel(s), the dataset has 3"),
-            "{e}"
-        );
         let e = fail("b/big.png");
         assert!(
             e.contains("big.png: is 8×9, the dataset's images are 8×8"),
@@ -468,8 +596,14 @@ mod tests {
             on_bad_sample: OnBadSample::Skip,
             ..Default::default()
         };
-        let (set, bad) = load_image_folder(&root, "s", opts).unwrap();
-        assert_eq!(set.len(), 2);
+        let (set, report) = load_image_folder(&root, "s", opts).unwrap();
+        // ok.png, ok2.jpg and the converted grey.png.
+        assert_eq!(set.len(), 3);
+        assert_eq!(report.grey_to_rgb, 1);
+        assert!(report.grey_to_rgb_first[0].ends_with("b/grey.png"));
+        // b/grey.png is the third image in path order: its grey value 9 in all three channels.
+        assert_eq!(&set.image(2).unwrap()[..6], &[9, 9, 9, 9, 9, 9]);
+        let bad = &report.bad_samples;
         assert_eq!(bad.count, 6);
         assert_eq!(bad.first.len(), 5);
         // Kept on disk: the checking pass finds the same bad samples; the rest read the same.
@@ -477,10 +611,11 @@ mod tests {
             residency: Residency::Disk,
             ..opts
         };
-        let (lazy, bad_lazy) = load_image_folder(&root, "s", disk).unwrap();
+        let (lazy, report_lazy) = load_image_folder(&root, "s", disk).unwrap();
         assert!(!lazy.in_memory());
-        assert_eq!(bad_lazy, bad);
+        assert_eq!(report_lazy, report);
         assert_eq!(lazy.image(1).unwrap(), set.image(1).unwrap());
+        assert_eq!(lazy.image(2).unwrap(), set.image(2).unwrap());
         // Listing finds the empty class first, then decoding the files in path order.
         assert!(
             bad.first[0].ends_with("c_empty: empty class folder"),
@@ -488,7 +623,7 @@ mod tests {
             bad.first
         );
         assert!(
-            bad.first[1].contains("a/corrupt.jpg: not a readable image"),
+            bad.first[1].contains("a/corrupt.jpg: truncated JPEG"),
             "{:?}",
             bad.first
         );
@@ -504,6 +639,57 @@ mod tests {
         let e = load_image_folder(&none, "n", opts).unwrap_err().to_string();
         assert!(e.contains("no usable images (1 files, 1 bad)"), "{e}");
         std::fs::remove_dir_all(&none).ok();
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    /// Train and test read with one class list: a class missing from test keeps its label in
+    /// train and is a warning; a class only in test is an error naming it.
+    #[test]
+    fn train_and_test_share_the_training_class_list() {
+        let root = tmp("splits");
+        for (split, classes) in [("train", &["a", "b", "c"][..]), ("test", &["a", "c"][..])] {
+            for (k, c) in classes.iter().enumerate() {
+                let v = 10 * (k as u8 + 1);
+                let p = root.join(split).join(c).join("x.png");
+                save(&p, rgb(4, 4, v), image::ImageFormat::Png);
+            }
+        }
+        let opts = FolderOptions::default();
+        let (tr, te, report) =
+            load_train_test_folders(&root.join("train"), &root.join("test"), opts).unwrap();
+        assert_eq!(tr.classes, ["a", "b", "c"]);
+        assert_eq!(te.classes, tr.classes);
+        assert_eq!(tr.labels().unwrap(), [0, 1, 2]);
+        // Each split numbering its own folders would have given test/c the label 1 (b's).
+        assert_eq!(te.labels().unwrap(), [0, 2]);
+        assert_eq!(report.warnings.len(), 1);
+        assert!(
+            report.warnings[0].contains("no folder for class 'b'"),
+            "{:?}",
+            report.warnings
+        );
+        save(
+            &root.join("test/d/y.png"),
+            rgb(4, 4, 1),
+            image::ImageFormat::Png,
+        );
+        let e = load_train_test_folders(&root.join("train"), &root.join("test"), opts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("test/d: class 'd' has no folder in") && e.contains("(a, b, c)"),
+            "{e}"
+        );
+        // A grey dataset refuses a colour image (nothing converts RGB to grey).
+        let grey_only = FolderOptions {
+            channels: Some(1),
+            labelled: true,
+            ..Default::default()
+        };
+        let e = load_image_folder(&root.join("train"), "g", grey_only)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has 3 channel(s), the dataset has 1"), "{e}");
         std::fs::remove_dir_all(&root).ok();
     }
 

@@ -12,13 +12,14 @@ pub mod error;
 pub mod fashion_mnist;
 pub mod idx;
 pub mod image_folder;
+pub mod jpeg;
 pub mod loader;
 pub mod rng;
 
 pub use augment::{AugmentConfig, ViewPipeline};
-pub use bad_sample::{BadSamples, OnBadSample};
+pub use bad_sample::{BadSamples, LoadReport, OnBadSample};
 pub use dataset::{ImageSet, LazySource};
 pub use error::DataError;
-pub use image_folder::{load_image_folder, FolderOptions, Residency};
+pub use image_folder::{load_image_folder, load_train_test_folders, FolderOptions, Residency};
 pub use loader::{Batch, Loader, LoaderConfig};
 pub use rng::SampleRng;

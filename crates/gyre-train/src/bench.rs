@@ -236,7 +236,7 @@ pub fn cifar_data_bench(
         "bench": "data", "impl": "gyre", "dataset": "cifar10-jpeg/train",
         "residency": if disk { "disk (decoded every batch)" } else { "memory" },
         "view": "RRC(32, 0.08-1) flip jitter(0.4, 0.4, 0.4, 0.1) p0.8 gray p0.2",
-        "images": n, "bad": bad.count, "decode_s": decode_s, "decode_img_per_s": n as f64 / decode_s,
+        "images": n, "bad": bad.bad_samples.count, "decode_s": decode_s, "decode_img_per_s": n as f64 / decode_s,
         "batch": batch, "batches": batches, "threads": rayon::current_num_threads(),
         "pairs_per_s": (batch * batches) as f64 / secs,
     }))

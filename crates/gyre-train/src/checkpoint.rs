@@ -149,7 +149,8 @@ pub fn backbone_from(
     path: &Path,
     device: &Device,
 ) -> anyhow::Result<ResNet> {
-    let net = crate::method::build_backbone(recipe, recipe.data.mean.len(), device)?;
+    let channels = crate::data_setup::run_normalisation(recipe)?.0.len();
+    let net = crate::method::build_backbone(recipe, channels, device)?;
     let body: HashMap<String, Tensor> = tensors
         .iter()
         .filter(|(k, _)| k.starts_with("backbone."))

@@ -3,10 +3,12 @@
 use crate::recipe::{DataKind, KnnBank, Recipe};
 use anyhow::Context;
 use gyre_data::cifar::{self, Cifar};
-use gyre_data::{fashion_mnist, load_image_folder, BadSamples, FolderOptions, ImageSet};
+use gyre_data::{
+    fashion_mnist, load_image_folder, load_train_test_folders, FolderOptions, ImageSet, LoadReport,
+};
 use std::sync::Arc;
 
-/// The image sets a run needs.
+/// The image sets a run needs, and how to normalise them.
 pub struct RunData {
     pub pretrain: Arc<ImageSet>,
     /// The kNN monitor's labelled bank and queries; `None` for unlabelled data.
@@ -14,8 +16,32 @@ pub struct RunData {
     /// One line for the summary: what was used for what.
     pub description: String,
     pub dataset: String,
-    /// Samples skipped under `on_bad_sample = "skip"`.
-    pub bad_samples: BadSamples,
+    /// Per-channel normalisation in [0, 1] units: the recipe's `data.mean` / `data.std`, else
+    /// the dataset's own (see [`Self::normalisation`]).
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    /// Where `mean` and `std` come from: `recipe`, `published` (Fashion-MNIST's or CIFAR's), or
+    /// `computed from N images` (an image folder without them in its recipe).
+    pub normalisation: String,
+    /// Samples skipped under `on_bad_sample = "skip"`, grey images converted, warnings.
+    pub report: LoadReport,
+}
+
+/// Images an image folder's normalisation is computed from (evenly spread over the set).
+pub const STATS_IMAGES: usize = 10_000;
+
+/// The published per-channel mean and std of a dataset kind; `None` for image folders.
+pub fn published_normalisation(kind: DataKind) -> Option<(Vec<f32>, Vec<f32>)> {
+    match kind {
+        DataKind::FashionMnistEmbedded | DataKind::FashionMnist => {
+            Some((vec![fashion_mnist::MEAN], vec![fashion_mnist::STD]))
+        }
+        DataKind::Cifar10 | DataKind::Cifar10Jpeg => {
+            Some((cifar::CIFAR10_MEAN.to_vec(), cifar::CIFAR10_STD.to_vec()))
+        }
+        DataKind::Cifar100 => Some((cifar::CIFAR100_MEAN.to_vec(), cifar::CIFAR100_STD.to_vec())),
+        DataKind::ImageFolder => None,
+    }
 }
 
 /// Images 0..8000 of the embedded split pretrain (and form the bank), 8000..10000 are queries.
@@ -43,12 +69,24 @@ fn interleaved_head(set: &ImageSet, n: usize) -> ImageSet {
     set.select(format!("{}[:{n} interleaved]", set.name), &idx)
 }
 
+/// The normalisation a trained run used: its `recipe.toml`'s (every run records it), else the
+/// dataset's published one; an image folder's recipe without it is an error.
+pub fn run_normalisation(recipe: &Recipe) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
+    match (&recipe.data.mean, &recipe.data.std) {
+        (Some(m), Some(s)) => Ok((m.clone(), s.clone())),
+        _ => published_normalisation(recipe.data.kind).context(
+            "data.mean: the recipe has no normalisation and the dataset has no published one",
+        ),
+    }
+}
+
+/// Loads the recipe's data: the pretraining set, the kNN bank and queries, the normalisation.
 pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
     let d = &recipe.data;
     let policy = d.on_bad_sample;
-    let mut bad = BadSamples::default();
-    let mut add = |r: (ImageSet, BadSamples)| {
-        bad.merge(r.1);
+    let mut report = LoadReport::default();
+    let mut add = |r: (ImageSet, LoadReport)| {
+        report.merge(r.1);
         r.0
     };
     // Class-sorted sources take their subset interleaved across classes.
@@ -105,41 +143,29 @@ pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
             let root = d
                 .root
                 .as_deref()
-                .expect("validated: image-folder has a root");
+                .context("data.root: image-folder needs the folder")?;
             let opts = FolderOptions {
                 labelled: d.labelled,
                 size: d.image_size,
-                channels: Some(d.mean.len()),
+                channels: d.mean.as_ref().map(Vec::len),
                 on_bad_sample: policy,
                 residency: d.residency(),
             };
             sorted_by_class = d.labelled;
             let (tr, te) = (root.join("train"), root.join("test"));
-            if tr.is_dir() {
+            if tr.is_dir() && te.is_dir() && d.labelled {
+                let (train, test, r) = load_train_test_folders(&tr, &te, opts)?;
+                report.merge(r);
+                (train, Some(test), "image-folder")
+            } else if tr.is_dir() {
                 let train = add(load_image_folder(&tr, &tr.display().to_string(), opts)?);
-                let test = if te.is_dir() && d.labelled {
-                    Some(add(load_image_folder(
-                        &te,
-                        &te.display().to_string(),
-                        opts,
-                    )?))
-                } else {
-                    None
-                };
-                (train, test, "image-folder")
+                (train, None, "image-folder")
             } else {
                 let train = add(load_image_folder(root, &root.display().to_string(), opts)?);
                 (train, None, "image-folder")
             }
         }
     };
-    if train.channels != d.mean.len() {
-        anyhow::bail!(
-            "data.mean: the images have {} channel(s), data.mean and data.std have {}",
-            train.channels,
-            d.mean.len()
-        );
-    }
     let train = Arc::new(train);
     let pretrain = match d.subset {
         Some(n) if n > train.len() => anyhow::bail!(
@@ -151,6 +177,26 @@ pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
         // All of them.
         Some(_) | None => train.clone(),
     };
+    let (mean, std, normalisation) = match (&d.mean, &d.std, published_normalisation(d.kind)) {
+        (Some(m), Some(s), _) => (m.clone(), s.clone(), "recipe".to_string()),
+        (_, _, Some((m, s))) => (m, s, "published".to_string()),
+        _ => {
+            let (m, s) = pretrain.channel_stats(STATS_IMAGES)?;
+            let n = pretrain.len().min(STATS_IMAGES);
+            (
+                m,
+                s,
+                format!("computed from {n} images of {}", pretrain.name),
+            )
+        }
+    };
+    if train.channels != mean.len() {
+        anyhow::bail!(
+            "data.mean: the images have {} channel(s), data.mean and data.std have {}",
+            train.channels,
+            mean.len()
+        );
+    }
     let bank = match d.knn_bank {
         KnnBank::Pretrain => pretrain.clone(),
         KnnBank::Train => train.clone(),
@@ -180,7 +226,10 @@ pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
         eval,
         description,
         dataset: dataset.to_string(),
-        bad_samples: bad,
+        mean,
+        std,
+        normalisation,
+        report,
     })
 }
 

@@ -156,13 +156,8 @@ pub fn export(
         .get(&recipe.method.views[0])
         .map(|a| a.size)
         .unwrap_or(0);
-    let config = PretrainedConfig::new(
-        &recipe.encoder.arch,
-        backbone.config(),
-        &recipe.data.mean,
-        &recipe.data.std,
-        size,
-    );
+    let (mean, std) = crate::data_setup::run_normalisation(&recipe)?;
+    let config = PretrainedConfig::new(&recipe.encoder.arch, backbone.config(), &mean, &std, size);
     let linear = match linear_epochs {
         Some(epochs) => {
             let data = crate::data_setup::load(&recipe)?;
@@ -170,9 +165,8 @@ pub fn export(
                 .eval
                 .as_ref()
                 .context("the run's data has no labelled test split for a linear probe")?;
-            let (mean, std) = (&recipe.data.mean, &recipe.data.std);
-            let fb = crate::eval::raw_backbone_features(&backbone, bank, mean, std, &device)?;
-            let fq = crate::eval::raw_backbone_features(&backbone, queries, mean, std, &device)?;
+            let fb = crate::eval::raw_backbone_features(&backbone, bank, &mean, &std, &device)?;
+            let fq = crate::eval::raw_backbone_features(&backbone, queries, &mean, &std, &device)?;
             let labels =
                 |s: &gyre_data::ImageSet| s.labels().map(<[u32]>::to_vec).unwrap_or_default();
             let cfg = crate::linear::ProbeConfig {

@@ -35,7 +35,29 @@ impl FeatureSet {
     }
 }
 
-/// Predicted class of every query.
+/// The neighbours a kNN vote over a bank of `bank_len` images uses when `k` are asked: all of
+/// them when the bank is smaller (callers report this value, not the asked one).
+pub fn effective_k(k: usize, bank_len: usize) -> usize {
+    k.min(bank_len)
+}
+
+/// Checks a kNN neighbour count (the recipe's `eval.knn_k` and `gyre eval --k`).
+pub fn check_k(k: usize) -> std::result::Result<(), String> {
+    if k == 0 {
+        return Err("must be at least 1 neighbour, got 0".into());
+    }
+    Ok(())
+}
+
+/// Checks a kNN temperature (the recipe's `eval.knn_t` and `gyre eval --t`).
+pub fn check_t(t: f64) -> std::result::Result<(), String> {
+    if !(t > 0.0 && t.is_finite()) {
+        return Err(format!("must be a positive number, got {t}"));
+    }
+    Ok(())
+}
+
+/// Predicted class of every query, by the [`effective_k`] most similar bank rows.
 pub fn knn_predict(
     bank: &FeatureSet,
     queries: &FeatureSet,
@@ -43,11 +65,27 @@ pub fn knn_predict(
     t: f64,
     classes: usize,
 ) -> Result<Vec<u32>> {
-    assert_eq!(bank.dim, queries.dim, "bank and query feature sizes differ");
+    let bad = |p: String| gyre_kernels::Error::Msg(format!("kNN: {p}"));
+    check_k(k).map_err(|p| bad(format!("k {p}")))?;
+    check_t(t).map_err(|p| bad(format!("t {p}")))?;
+    if bank.dim != queries.dim {
+        return Err(bad(format!(
+            "bank features are {}-d, queries {}-d",
+            bank.dim, queries.dim
+        )));
+    }
+    if bank.is_empty() {
+        return Err(bad("the bank is empty".into()));
+    }
+    if let Some(l) = bank.labels.iter().find(|l| **l as usize >= classes) {
+        return Err(bad(format!(
+            "bank label {l} is not below {classes} classes"
+        )));
+    }
     let dev = Device::Cpu;
     let b = Tensor::from_slice(&bank.features, (bank.len(), bank.dim), &dev)?;
     let bt = b.t()?.contiguous()?;
-    let k = k.min(bank.len());
+    let k = effective_k(k, bank.len());
     let mut preds = Vec::with_capacity(queries.len());
     let chunk = 256;
     for start in (0..queries.len()).step_by(chunk) {
@@ -124,6 +162,29 @@ mod tests {
         let s0 = (0.9805807f64 / 0.5).exp();
         let s1 = (0.9021342f64 / 0.5).exp() + (0.1961161f64 / 0.5).exp();
         assert!((s0 - 7.107577).abs() < 1e-5 && (s1 - 7.555807).abs() < 1e-5);
+    }
+
+    #[test]
+    fn bad_settings_are_errors_and_a_large_k_uses_the_whole_bank() {
+        let q = FeatureSet::new(vec![1.0, 0.2], vec![0], 2);
+        let e = knn_predict(&tv11_bank(), &q, 0, 0.1, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("k must be at least 1"), "{e}");
+        for t in [0.0, -1.0, f64::NAN] {
+            let e = knn_predict(&tv11_bank(), &q, 3, t, 2)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("t must be a positive number"), "{e}");
+        }
+        let wide = FeatureSet::new(vec![1.0, 0.2, 0.0], vec![0], 3);
+        assert!(knn_predict(&tv11_bank(), &wide, 3, 0.1, 2).is_err());
+        // k = 1000 on a bank of 4: all 4 vote, as k = 4 does.
+        assert_eq!(effective_k(1000, 4), 4);
+        assert_eq!(
+            knn_predict(&tv11_bank(), &q, 1000, 0.5, 2).unwrap(),
+            knn_predict(&tv11_bank(), &q, 4, 0.5, 2).unwrap()
+        );
     }
 
     #[test]

@@ -37,6 +37,34 @@ impl Default for ProbeConfig {
     }
 }
 
+impl ProbeConfig {
+    /// Checks the settings; the error names the setting (`epochs`, `lr`, …) and the problem.
+    pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        if self.epochs == 0 {
+            return Err(("epochs", "must be at least 1, got 0".into()));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(("lr", format!("must be a positive number, got {}", self.lr)));
+        }
+        if self.batch == 0 {
+            return Err(("batch", "must be at least 1, got 0".into()));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err((
+                "momentum",
+                format!("must be in [0, 1), got {}", self.momentum),
+            ));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err((
+                "weight_decay",
+                format!("must be ≥ 0, got {}", self.weight_decay),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What the probe reached.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProbeResult {
@@ -67,6 +95,8 @@ pub fn linear_probe(
     classes: usize,
     cfg: ProbeConfig,
 ) -> Result<ProbeResult> {
+    cfg.validate()
+        .map_err(|(k, p)| gyre_kernels::Error::Msg(format!("linear probe: {k} {p}")))?;
     if cfg.normalize {
         normalise_rows(&mut train, dim);
         normalise_rows(&mut test, dim);

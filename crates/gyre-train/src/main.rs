@@ -207,6 +207,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             linear_lr,
             raw,
         } => {
+            // The checks a recipe's [eval] gets, before anything is loaded.
+            for &kk in &k {
+                gyre_train::knn::check_k(kk).map_err(|p| anyhow::anyhow!("--k {kk}: {p}"))?;
+            }
+            for &tt in &t {
+                gyre_train::knn::check_t(tt).map_err(|p| anyhow::anyhow!("--t {tt}: {p}"))?;
+            }
+            let probe = gyre_train::linear::ProbeConfig {
+                epochs: linear_epochs,
+                lr: linear_lr,
+                normalize: !raw,
+                ..Default::default()
+            };
+            probe
+                .validate()
+                .map_err(|(key, p)| anyhow::anyhow!("--linear-{}: {p}", key.replace('_', "-")))?;
             let (recipe_path, source) = match (&checkpoint, &recipe) {
                 (Some(c), _) => (c.join("recipe.toml"), c.display().to_string()),
                 (None, Some(r)) => (r.clone(), pretrained.clone().unwrap_or_default()),
@@ -221,8 +237,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, Some(id)) => {
                     let p = gyre_encoders::from_pretrained(id, &device)?;
                     // The model's own input normalisation.
-                    r.data.mean = p.config.mean.clone();
-                    r.data.std = p.config.std.clone();
+                    r.data.mean = Some(p.config.mean.clone());
+                    r.data.std = Some(p.config.std.clone());
                     p.backbone
                 }
                 (None, None) => unreachable!("checked above"),
@@ -235,7 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     recipe_path.display()
                 );
             };
-            let (mean, std) = (&r.data.mean, &r.data.std);
+            let (mean, std) = (&data.mean, &data.std);
             let fb = gyre_train::eval::raw_backbone_features(&net, bank, mean, std, &device)?;
             let fq = gyre_train::eval::raw_backbone_features(&net, queries, mean, std, &device)?;
             let dim = net.feature_dim();
@@ -245,21 +261,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let q = gyre_train::knn::FeatureSet::new(fq.clone(), labels(queries), dim);
             let classes = bank.classes.len().max(1);
             for &kk in &k {
+                // What the vote used: a bank smaller than k votes with all of it.
+                let used = gyre_train::knn::effective_k(kk, b.len());
                 for &tt in &t {
                     let acc = gyre_train::knn::knn_top1(&b, &q, kk, tt, classes)?;
-                    println!(
-                        "{}",
-                        serde_json::json!({"model": wp, "knn_top1": acc, "k": kk, "t": tt, "data": data.description})
-                    );
+                    let mut line = serde_json::json!({"model": wp, "knn_top1": acc, "k": used, "t": tt, "data": data.description});
+                    if used != kk {
+                        line["k_asked"] = serde_json::json!(kk);
+                    }
+                    println!("{line}");
                 }
             }
             if linear {
                 let cfg = gyre_train::linear::ProbeConfig {
-                    epochs: linear_epochs,
-                    lr: linear_lr,
-                    normalize: !raw,
                     seed: r.seed,
-                    ..Default::default()
+                    ..probe
                 };
                 let res = gyre_train::linear::linear_probe(
                     fb,
@@ -294,11 +310,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             };
             let f = gyre_train::eval::raw_backbone_features(
-                &net,
-                &set,
-                &r.data.mean,
-                &r.data.std,
-                &device,
+                &net, &set, &data.mean, &data.std, &device,
             )?;
             let labels = set
                 .labels()
@@ -322,11 +334,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let net = gyre_train::checkpoint::load_backbone(&run, &r, &device)?;
                 let test = test.head(pca_images);
                 let f = gyre_train::eval::raw_backbone_features(
-                    &net,
-                    &test,
-                    &r.data.mean,
-                    &r.data.std,
-                    &device,
+                    &net, &test, &data.mean, &data.std, &device,
                 )?;
                 let pts = gyre_train::plot::pca2(&f, net.feature_dim());
                 let p = run.join("plots").join("pca.png");

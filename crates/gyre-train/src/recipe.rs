@@ -17,7 +17,7 @@ pub const DEFAULT_RECIPE_NAME: &str = "<embedded>/recipes/default.toml";
 /// A recipe that cannot be used; the message names the file, the field and the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
-    #[error("{file}: cannot read: {source}")]
+    #[error("{file}: cannot read")]
     Io {
         file: String,
         #[source]
@@ -86,9 +86,13 @@ pub struct DataConfig {
     /// Pretrain on the first `subset` training images only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<usize>,
-    /// Per-channel normalisation, in [0, 1] units.
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
+    /// Per-channel normalisation, in [0, 1] units. Default: the dataset's own — the published
+    /// values of Fashion-MNIST and CIFAR, or for image folders computed from the pretraining
+    /// images ([`crate::data_setup`]); the run's `recipe.toml` records what was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<Vec<f32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<Vec<f32>>,
     #[serde(default = "d_bank")]
     pub knn_bank: KnnBank,
     /// Batches built ahead of the training step.
@@ -575,6 +579,8 @@ fn d_irc_top_n() -> usize {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
+    /// The run's name; default `<method>_<encoder.arch>_<data.kind>`.
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub seed: u64,
@@ -632,38 +638,73 @@ fn set_path(root: &mut toml::Table, arg: &str) -> Result<(), RecipeError> {
     Ok(())
 }
 
-/// Names the `[section]` a byte offset of `text` falls in, for error messages.
-fn section_at(text: &str, offset: usize) -> Option<String> {
-    text[..offset.min(text.len())]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('[') && l.ends_with(']'))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').to_string())
+/// `line:column` (1-based) of a byte offset of `text`.
+fn line_col(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("{line}:{col}")
+}
+
+/// A TOML parser or deserialiser message on one line.
+fn one_line(message: &str) -> String {
+    message.trim().replace('\n', ": ")
 }
 
 impl Recipe {
-    /// Parses TOML text (`file` names it in errors), applies `overrides`, and validates.
+    /// Parses TOML text (`file` names it in errors), applies `overrides`, and validates. Errors
+    /// name the file and, for invalid TOML, the line and column; for a bad value or key, its
+    /// dotted path (`optim.lr`, `augment.strong.size`).
     pub fn parse(text: &str, file: &str, overrides: &[String]) -> Result<Recipe, RecipeError> {
         let perr = |problem: String| RecipeError::Parse {
             file: file.to_string(),
             problem,
         };
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| perr(e.message().to_string()))?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => RecipeError::Parse {
+                file: format!("{file}:{}", line_col(text, span.start)),
+                problem: one_line(e.message()),
+            },
+            None => perr(one_line(e.message())),
+        })?;
         for o in overrides {
             set_path(&mut table, o)?;
         }
-        let merged = toml::to_string(&table).map_err(|e| perr(e.to_string()))?;
-        let recipe: Recipe = toml::from_str(&merged).map_err(|e| {
-            let section = e.span().and_then(|s| section_at(&merged, s.start));
-            match section {
-                Some(s) => perr(format!("[{s}] {}", e.message())),
-                None => perr(e.message().to_string()),
-            }
-        })?;
+        let named = table.contains_key("name");
+        let mut recipe: Recipe = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let problem = one_line(e.inner().message());
+                if path == "." {
+                    perr(problem)
+                } else {
+                    perr(format!("{path}: {problem}"))
+                }
+            })?;
+        if !named {
+            recipe.name = recipe.default_name();
+        }
         recipe.validate(file)?;
         Ok(recipe)
+    }
+
+    /// `<method>_<encoder.arch>_<data.kind>`, the name of a recipe that gives none.
+    pub fn default_name(&self) -> String {
+        let kind = serde_json::to_value(self.data.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let method = self.method.name.map_or("method", MethodName::as_str);
+        format!("{method}_{}_{kind}", self.encoder.arch)
+    }
+
+    /// Image channels, when the recipe fixes them: the dataset kind's, else `data.mean`'s length
+    /// (an image folder's are known once it is read).
+    pub fn in_channels(&self) -> Option<usize> {
+        self.data
+            .kind
+            .channels()
+            .or(self.data.mean.as_ref().map(Vec::len))
     }
 
     /// Reads and parses a recipe file.
@@ -814,25 +855,39 @@ impl Recipe {
             }
         }
         // Image folders find out at load time; the data loader checks it then.
-        let channels = self.data.kind.channels().unwrap_or(self.data.mean.len());
-        if self.data.mean.len() != channels || self.data.std.len() != channels {
-            return bad(
-                "data.mean",
-                format!(
-                    "needs {channels} value(s) per field (mean and std), got {} and {}",
-                    self.data.mean.len(),
-                    self.data.std.len()
-                ),
-            );
+        match (&self.data.mean, &self.data.std) {
+            (Some(mean), Some(std)) => {
+                let channels = self.data.kind.channels().unwrap_or(mean.len());
+                if mean.len() != channels || std.len() != channels {
+                    return bad(
+                        "data.mean",
+                        format!(
+                            "needs {channels} value(s) per field (mean and std), got {} and {}",
+                            mean.len(),
+                            std.len()
+                        ),
+                    );
+                }
+                if let Some(m) = mean.iter().find(|m| !m.is_finite()) {
+                    return bad("data.mean", format!("must be finite, got {m}"));
+                }
+                if let Some(s) = std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+                    return bad("data.std", format!("must be positive, got {s}"));
+                }
+            }
+            (None, None) => {}
+            (Some(_), None) | (None, Some(_)) => {
+                return bad(
+                    "data.mean",
+                    "set data.mean and data.std together, or neither (the dataset's own)".into(),
+                )
+            }
         }
         if self.data.kind == DataKind::ImageFolder && self.data.root.is_none() {
             return bad("data.root", "image-folder needs the folder".into());
         }
         if self.data.image_size == Some(0) {
             return bad("data.image_size", "must be positive".into());
-        }
-        if let Some(s) = self.data.std.iter().find(|s| s.is_nan() || **s <= 0.0) {
-            return bad("data.std", format!("must be positive, got {s}"));
         }
         if self.data.subset == Some(0) {
             return bad("data.subset", "must be positive".into());
@@ -843,7 +898,9 @@ impl Recipe {
                 "the embedded dataset has no root; use kind = \"fashion-mnist\"".into(),
             );
         }
-        if let Err(e) = gyre_encoders::ResNetConfig::preset(&self.encoder.arch, channels) {
+        if let Err(e) =
+            gyre_encoders::ResNetConfig::preset(&self.encoder.arch, self.in_channels().unwrap_or(3))
+        {
             return bad("encoder.arch", e.to_string());
         }
         if self.head.hidden == 0 || self.head.output == 0 || self.head.layers == 0 {
@@ -964,10 +1021,13 @@ impl Recipe {
         if let Err(e) = self.train.device.parse::<gyre_kernels::DeviceSpec>() {
             return bad("train.device", e.to_string());
         }
-        if self.eval.knn_k == 0 {
-            return bad("eval.knn_k", "must be positive".into());
+        // The same checks as `gyre eval --k / --t`.
+        if let Err(p) = crate::knn::check_k(self.eval.knn_k) {
+            return bad("eval.knn_k", p);
         }
-        positive("eval.knn_t", self.eval.knn_t)?;
+        if let Err(p) = crate::knn::check_t(self.eval.knn_t) {
+            return bad("eval.knn_t", p);
+        }
         Ok(())
     }
 
@@ -1014,7 +1074,7 @@ mod tests {
         let e = Recipe::default_recipe(&["optim.lr2=1".into()])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("[optim] unknown field `lr2`"), "{e}");
+        assert!(e.contains("optim.lr2: unknown field `lr2`"), "{e}");
         let e = Recipe::default_recipe(&["train".into()])
             .unwrap_err()
             .to_string();
@@ -1028,10 +1088,62 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("my.toml: [train] unknown field `epochz`"),
+            e.starts_with("my.toml: train.epochz: unknown field `epochz`"),
             "{e}"
         );
         assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    /// Issue 19: an unknown section set from the command line is named as itself (it was
+    /// reported under `[augment.strong]`), a wrong type names its dotted path, and invalid TOML
+    /// names its line and column.
+    #[test]
+    fn errors_name_the_path_or_the_line_and_column() {
+        let e = Recipe::default_recipe(&["bogus.x=3".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("<embedded>/recipes/default.toml: bogus: unknown field `bogus`"),
+            "{e}"
+        );
+        assert!(!e.contains("[augment"), "{e}");
+        let e = Recipe::default_recipe(&["augment.strong.size=\"big\"".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("augment.strong.size: invalid type: string \"big\""),
+            "{e}"
+        );
+        let text = DEFAULT_RECIPE.replace("[train]\n", "[train]\nepochs = [1,\n");
+        let line = text.lines().position(|l| l == "epochs = [1,").unwrap() + 1;
+        let e = Recipe::parse(&text, "r.toml", &[]).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("r.toml:{}:", line + 1)), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+        let e = Recipe::parse("name = \"a\"", "r.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "r.toml: missing field `method`");
+    }
+
+    /// Issue 19: without a name the run is named after what it trains, so changing the data from
+    /// the command line renames it; without `data.mean` / `data.std` the dataset's own are used.
+    #[test]
+    fn names_and_normalisation_default_to_the_data() {
+        let r = Recipe::default_recipe(&[]).unwrap();
+        assert_eq!(r.name, "simclr_resnet-mini_fashion-mnist-embedded");
+        assert_eq!(r.data.mean, None);
+        let r = Recipe::default_recipe(&["data.kind=image-folder".into(), "data.root=/x".into()])
+            .unwrap();
+        assert_eq!(r.name, "simclr_resnet-mini_image-folder");
+        let e = Recipe::default_recipe(&["data.mean=[0.5]".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("data.mean: set data.mean and data.std together"),
+            "{e}"
+        );
+        let r = Recipe::default_recipe(&["name=mine".into()]).unwrap();
+        assert_eq!(r.name, "mine");
     }
 
     #[test]

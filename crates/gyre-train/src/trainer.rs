@@ -4,7 +4,7 @@
 use crate::checkpoint::{self, CheckpointState};
 use crate::data_setup::{self, RunData};
 use crate::eval::{knn_eval, pixel_features};
-use crate::knn::knn_top1;
+use crate::knn::{effective_k, knn_top1};
 use crate::method::{self, Method, StepContext};
 use crate::metrics::{embedding_std, peak_rss_mb, utc_stamp, MetricsLog};
 use crate::optim::{OptimSettings, Optimizer};
@@ -118,9 +118,28 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
         eval,
         description,
         dataset,
-        bad_samples,
+        mean,
+        std,
+        normalisation,
+        mut report,
     } = data_setup::load(recipe)?;
-    let (mean, std) = (recipe.data.mean.clone(), recipe.data.std.clone());
+    // What the kNN vote uses: a bank smaller than `knn_k` votes with all of it.
+    let (k, t) = (recipe.eval.knn_k, recipe.eval.knn_t);
+    let k = match &eval {
+        Some((bank, _)) if effective_k(k, bank.len()) != k => {
+            let used = effective_k(k, bank.len());
+            report.warnings.push(format!(
+                "eval.knn_k: {k} neighbours asked, the kNN bank has {used} images: kNN uses {used}"
+            ));
+            used
+        }
+        _ => k,
+    };
+    // The run's recipe records the normalisation it used (evaluation and export read it).
+    let mut resolved = recipe.clone();
+    resolved.data.mean = Some(mean.clone());
+    resolved.data.std = Some(std.clone());
+    let recipe = &resolved;
     let channels = pretrain.channels;
 
     let mut method: Box<dyn Method> = method::build(recipe, channels, pretrain.len(), &device)?;
@@ -186,16 +205,29 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
     if !opts.quiet {
         eprintln!("gyre: {} · {} · {description}", recipe.name, method.name());
         eprintln!("gyre: run folder {}", run_dir.display());
-        if bad_samples.count > 0 {
+        if normalisation != "recipe" {
+            eprintln!("gyre: normalisation ({normalisation}): mean {mean:?}, std {std:?}");
+        }
+        let bad = &report.bad_samples;
+        if bad.count > 0 {
             eprintln!(
                 "gyre: skipped {} bad sample(s), first: {}",
-                bad_samples.count,
-                bad_samples.first.join("; ")
+                bad.count,
+                bad.first.join("; ")
+            );
+        }
+        if report.grey_to_rgb > 0 {
+            eprintln!(
+                "gyre: converted {} grey image(s) to RGB, first: {}",
+                report.grey_to_rgb,
+                report.grey_to_rgb_first.join("; ")
             );
         }
     }
+    for w in &report.warnings {
+        eprintln!("gyre: warning: {w}");
+    }
 
-    let (k, t) = (recipe.eval.knn_k, recipe.eval.knn_t);
     let (mut raw_knn, mut init_knn) = (None, None);
     if let (true, Some((bank, queries))) = (recipe.eval.baselines, &eval) {
         let classes = bank.classes.len();
@@ -376,7 +408,10 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
         "peak_rss_mb": peak_rss_mb(),
         "threads": rayon::current_num_threads(),
         "checkpoint": ckpt_path.map(|p| p.display().to_string()),
-        "bad_samples": bad_samples,
+        "bad_samples": report.bad_samples,
+        "grey_to_rgb": report.grey_to_rgb,
+        "warnings": report.warnings,
+        "normalisation": {"mean": mean, "std": std, "source": normalisation},
         "metrics": metrics_path.display().to_string(),
         "run_dir": run_dir.display().to_string(),
     });
