@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The test suite: `cargo test --release --workspace`, with the one thing it needs besides Rust — a
-# Python with numpy and safetensors (no torch) for the torchvision interoperability test. The venv
-# lives outside the repository (default ~/.cache/gyre/pyvenv; override with GYRE_PYVENV) and is
-# made once.
+# Python with numpy, safetensors and torch (PyPI's wheel, ~5 GB with its CUDA libraries, which the
+# tests do not use) for the torchvision / PyTorch interoperability tests: torch runs the loader
+# every model card embeds. The venv lives outside the repository (default ~/.cache/gyre/pyvenv;
+# override with GYRE_PYVENV) and is made once; the versions are pinned.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${GYRE_PYVENV:-$HOME/.cache/gyre/pyvenv}"
-if ! "$venv/bin/python" -c "import numpy, safetensors" >/dev/null 2>&1; then
-    echo "test.sh: making $venv (numpy, safetensors)"
+pins=(numpy==2.4.6 safetensors==0.8.0 torch==2.15.0)
+if ! "$venv/bin/python" -c "import numpy, safetensors, torch" >/dev/null 2>&1; then
+    echo "test.sh: making $venv (${pins[*]})"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check numpy safetensors
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}"
 fi
 export GYRE_PYTHON="$venv/bin/python"
 cargo test --release --workspace "$@"

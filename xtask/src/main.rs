@@ -20,16 +20,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Build gyre (release) and train; without flags, the default recipe on the embedded data.
+    /// Every flag, `--help` included, goes to `gyre train`.
+    #[command(disable_help_flag = true)]
     Train {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build gyre (release) and evaluate a run.
+    /// Build gyre (release) and evaluate a run (flags, `--help` included, go to `gyre eval`).
+    #[command(disable_help_flag = true)]
     Eval {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build gyre (release) and run the step and data benchmarks (JSON lines).
+    /// Build gyre (release) and run the step and data benchmarks (JSON lines; flags, `--help`
+    /// included, go to `gyre bench`).
+    #[command(disable_help_flag = true)]
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -245,5 +250,31 @@ fn main() -> Result<()> {
         Cmd::Bench { args } => run_gyre("bench", &args),
         Cmd::Data { name } => data(&name),
         Cmd::CudaBuild(c) => cuda::cuda_build(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cargo xtask train --help` reaches `gyre train --help` (issue 19): the flags after the
+    /// command, `--help` included, pass through untouched.
+    #[test]
+    fn flags_after_a_gyre_command_pass_through() {
+        for (cmd, flags) in [
+            ("train", vec!["--help"]),
+            ("eval", vec!["-h", "--k", "20"]),
+            ("bench", vec!["--model", "none", "--help"]),
+        ] {
+            let argv: Vec<&str> = ["cargo xtask", cmd]
+                .into_iter()
+                .chain(flags.clone())
+                .collect();
+            let args = match Cli::try_parse_from(&argv).unwrap().cmd {
+                Cmd::Train { args } | Cmd::Eval { args } | Cmd::Bench { args } => args,
+                _ => panic!("{cmd}: parsed as another command"),
+            };
+            assert_eq!(args, flags, "{cmd}");
+        }
     }
 }

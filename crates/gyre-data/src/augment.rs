@@ -68,9 +68,14 @@ pub struct AugmentConfig {
 impl AugmentConfig {
     /// Checks every field; the error names the field.
     pub fn validate(&self) -> Result<(), DataError> {
+        /// The largest output side (a 16384² RGB view is already 3 GB of f32).
+        const MAX_SIZE: usize = 1 << 14;
         let bad = |field: &'static str, problem: String| Err(DataError::Augment { field, problem });
-        if self.size == 0 {
-            return bad("size", "must be positive".into());
+        if self.size == 0 || self.size > MAX_SIZE {
+            return bad(
+                "size",
+                format!("must be in 1..={MAX_SIZE}, got {}", self.size),
+            );
         }
         let [s0, s1] = self.crop_scale;
         if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0) {

@@ -20,6 +20,12 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 pub const CARD_FILE: &str = "README.md";
 
+/// A self-contained PyTorch definition of every backbone gyre exports (torchvision's `ResNet`
+/// layout and key names for any depths, widths and stem) and `load_gyre_backbone(folder)`, which
+/// builds it from `config.json` and loads `model.safetensors` strictly. Model cards embed it; the
+/// interoperability test runs it with torch against gyre's own forward pass.
+pub const PYTORCH_LOADER: &str = include_str!("python/load_gyre_backbone.py");
+
 /// `config.json` of an exported backbone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,6 +6,8 @@ use gyre_train::bench::{data_bench, step_bench, BenchModel, StepCase};
 use gyre_train::recipe::Recipe;
 use gyre_train::{train, TrainOptions};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +50,10 @@ enum Cmd {
         /// loss of every step then equals the uninterrupted run's (same thread count).
         #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["recipe", "set", "run_dir"])]
         resume: Option<PathBuf>,
+        /// Start afresh in a `--run-dir` that holds another run (its run files are removed);
+        /// without it, such a folder is refused.
+        #[arg(long, conflicts_with = "resume")]
+        overwrite: bool,
     },
     /// Evaluate a run's checkpoint: kNN (a sweep over k and t) and optionally a linear probe on
     /// frozen backbone features; one JSON line per result.
@@ -112,6 +118,13 @@ enum Cmd {
         /// Also train the linear probe (this many epochs) and put its result in the model card.
         #[arg(long)]
         linear_epochs: Option<usize>,
+        /// The model card's licence (a Hub licence id: `mit`, `apache-2.0`, `cc-by-4.0`, …);
+        /// without it the card states none.
+        #[arg(long)]
+        license: Option<String>,
+        /// Replace the model files in a non-empty `--out` folder (refused without it).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Benchmark the training step and the data pipeline; prints JSON lines.
     Bench {
@@ -168,6 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             quiet,
             dry_run,
             resume,
+            overwrite,
         } => {
             let mut r = match (&resume, &recipe) {
                 (Some(dir), _) => Recipe::load(&dir.join("recipe.toml"), &[])?,
@@ -192,6 +206,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 run_dir,
                 quiet,
                 resume: resume.is_some(),
+                overwrite,
+                stop: Some(stop_on_signals()?),
             };
             let summary = train(&r, &opts)?;
             println!("{summary}");
@@ -354,10 +370,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             checkpoint,
             out,
             linear_epochs,
+            license,
+            overwrite,
         } => {
             let r = Recipe::load(&checkpoint.join("recipe.toml"), &[])?;
             let device = device_for(&cli.device, &r)?;
-            gyre_train::export::export(&checkpoint, &out, linear_epochs, &device)?;
+            let opts = gyre_train::export::ExportOptions {
+                linear_epochs,
+                license,
+                overwrite,
+            };
+            gyre_train::export::export(&checkpoint, &out, &opts, &device)?;
             println!(
                 "{}",
                 serde_json::json!({"exported": out.display().to_string()})
@@ -424,6 +447,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SIGINT and SIGTERM ask the run to stop: the trainer finishes its step, writes a checkpoint and
+/// returns `Interrupted`; a second signal exits at once (status 128 + signal, the shell's
+/// convention). Returns the flag the trainer polls (the signal's number, 0 while none).
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicUsize>> {
+    let which = Arc::new(AtomicUsize::new(0));
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for sig in [SIGINT, SIGTERM] {
+            // Registered first, so it sees the flag as it was before this signal set it.
+            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, asked.clone())?;
+            signal_hook::flag::register(sig, asked.clone())?;
+            signal_hook::flag::register_usize(sig, which.clone(), sig as usize)?;
+        }
+    }
+    Ok(which)
+}
+
 /// Every candle op allocates its output, and the large ones (tens of MB of activations) come from
 /// `mmap`: glibc unmaps them on free and the next step faults every page back in, which cost a
 /// third of the step in the kernel. Serving all allocations from the heap and never trimming it
@@ -439,8 +481,26 @@ fn keep_freed_memory() {
 
 fn main() {
     keep_freed_memory();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go out as clap writes them; a usage error is one line (clap's first),
+        // exit status 2.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("error");
+            eprintln!("{first} (see gyre --help)");
+            std::process::exit(2);
+        }
+    };
     if let Err(e) = run(cli) {
+        if let Some(i) = e.downcast_ref::<gyre_train::trainer::Interrupted>() {
+            eprintln!("gyre: {i}");
+            std::process::exit(128 + i.signal as i32);
+        }
         // One line: the whole context chain, no backtrace.
         let msg = format!("{e:#}").replace('\n', " ");
         eprintln!("error: {msg}");

@@ -35,6 +35,11 @@ pub enum RecipeError {
     Override { arg: String, problem: String },
 }
 
+/// The largest width a recipe may give a layer (head and predictor sizes).
+pub const MAX_WIDTH: usize = 1 << 16;
+/// The largest row count of a queue, memory, pool or cluster set.
+pub const MAX_ROWS: usize = 1 << 24;
+
 /// Which dataset to pretrain on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -769,6 +774,36 @@ impl Recipe {
             }
         }
         let m = &self.method;
+        // Sizes that allocate are bounded: a typo must not ask for more memory than exists.
+        let irc = self.irc.as_ref();
+        for (field, v, max) in [
+            ("head.hidden", Some(self.head.hidden), MAX_WIDTH),
+            ("head.output", Some(self.head.output), MAX_WIDTH),
+            ("head.layers", Some(self.head.layers), 64),
+            ("method.predictor_hidden", m.predictor_hidden, MAX_WIDTH),
+            ("method.queue", m.queue, MAX_ROWS),
+            ("method.pool", m.pool, MAX_ROWS),
+            ("method.negatives", m.negatives, MAX_ROWS),
+            ("method.clusters", m.clusters, MAX_ROWS),
+            ("irc.memory", irc.map(|i| i.memory), MAX_ROWS),
+            ("irc.head_hidden", irc.map(|i| i.head_hidden), MAX_WIDTH),
+            ("irc.head_output", irc.map(|i| i.head_output), MAX_WIDTH),
+            ("train.batch_size", Some(self.train.batch_size), 1 << 20),
+            ("train.threads", Some(self.train.threads), 4096),
+            ("data.prefetch", Some(self.data.prefetch), 64),
+            ("data.image_size", self.data.image_size, 1 << 14),
+            (
+                "data.memory_budget_mb",
+                usize::try_from(self.data.memory_budget_mb)
+                    .ok()
+                    .or(Some(usize::MAX)),
+                1 << 30,
+            ),
+        ] {
+            if let Some(v) = v.filter(|v| *v > max) {
+                return bad(field, format!("must be at most {max}, got {v}"));
+            }
+        }
         for (key, v) in [
             ("temperature", m.temperature),
             ("teacher_temperature", m.teacher_temperature),
@@ -1165,6 +1200,57 @@ mod tests {
         ] {
             assert!(seen.contains(m), "no recipe for {m}");
         }
+    }
+
+    /// Issue 19: docs/recipes.md names every key the parser accepts (it had left out six).
+    #[test]
+    fn docs_recipes_md_names_every_key() {
+        let doc = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/recipes.md"),
+        )
+        .unwrap();
+        // The default recipe with every optional key set; its leaf keys, plus every method key.
+        let mut r = Recipe::default_recipe(&[]).unwrap();
+        r.data.root = Some("x".into());
+        r.data.subset = Some(1);
+        r.data.image_size = Some(1);
+        r.data.mean = Some(vec![0.5]);
+        r.data.std = Some(vec![0.5]);
+        r.encoder.stem = Some(Stem::Cifar);
+        r.irc = Some(toml::from_str("").unwrap());
+        fn leaves(v: &toml::Value, out: &mut Vec<String>) {
+            if let toml::Value::Table(t) = v {
+                for (k, v) in t {
+                    if v.is_table() {
+                        leaves(v, out);
+                    } else {
+                        out.push(k.clone());
+                    }
+                }
+            }
+        }
+        let mut keys = Vec::new();
+        leaves(
+            &toml::Value::Table(toml::from_str(&r.to_toml()).unwrap()),
+            &mut keys,
+        );
+        for m in [
+            MethodName::Simclr,
+            MethodName::Mocov2,
+            MethodName::Byol,
+            MethodName::Simsiam,
+            MethodName::Ressl,
+            MethodName::Reco,
+            MethodName::Interclr,
+        ] {
+            keys.extend(m.keys().iter().map(|k| k.to_string()));
+        }
+        let missing: Vec<&String> = keys
+            .iter()
+            .filter(|k| !doc.contains(&format!("`{k}`")))
+            .collect();
+        assert!(missing.is_empty(), "docs/recipes.md lacks {missing:?}");
+        assert!(keys.len() > 60, "{keys:?}");
     }
 
     #[test]

@@ -16,6 +16,8 @@ use gyre_kernels::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How to run (not what to learn: that is the recipe).
@@ -27,11 +29,50 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Continue the run in `run_dir` from its checkpoint.
     pub resume: bool,
+    /// Start afresh in a `run_dir` that holds another run (its run files are removed first);
+    /// without it such a folder is refused.
+    pub overwrite: bool,
+    /// A stop request: the number of the signal that asked (SIGINT, SIGTERM), 0 while none.
+    /// When it becomes non-zero the run finishes its step, writes a checkpoint and returns
+    /// [`Interrupted`].
+    pub stop: Option<Arc<AtomicUsize>>,
 }
+
+/// A run stopped on request ([`TrainOptions::stop`]) after writing its checkpoint; continue it
+/// with `gyre train --resume <run_dir>`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "interrupted by signal {signal} at step {step}: checkpoint written to {}; continue with: gyre train --resume {}",
+    checkpoint.display(),
+    run_dir.display()
+)]
+pub struct Interrupted {
+    pub signal: usize,
+    pub step: u64,
+    pub checkpoint: PathBuf,
+    pub run_dir: PathBuf,
+}
+
+/// The files a run writes into its folder (what `overwrite` removes).
+const RUN_FILES: &[&str] = &[
+    "recipe.toml",
+    "metrics.jsonl",
+    "metrics.jsonl.tmp",
+    "checkpoint.safetensors",
+    "checkpoint.safetensors.tmp",
+    "checkpoint.json",
+    "checkpoint.json.tmp",
+    "checkpoint-best.safetensors",
+    "checkpoints",
+    "plots",
+];
 
 /// The end-of-run summary (also the last line on stdout).
 pub type Summary = serde_json::Value;
 
+/// The run folder: created, or — resuming — the existing one. A folder that already holds files
+/// is refused (its run would be overwritten and its log appended to) unless `overwrite` is set,
+/// which removes the run files first.
 fn make_run_dir(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<PathBuf> {
     let dir = match &opts.run_dir {
         Some(d) => d.clone(),
@@ -40,9 +81,48 @@ fn make_run_dir(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<PathBuf>
             .out_dir
             .join(format!("{}-{}", recipe.name, utc_stamp())),
     };
+    if opts.resume {
+        if !checkpoint::weights_path(&dir).is_file() {
+            anyhow::bail!(
+                "{}: no checkpoint.safetensors to resume from",
+                dir.display()
+            );
+        }
+        return Ok(dir);
+    }
+    let occupied = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
+    if occupied {
+        if !opts.overwrite {
+            anyhow::bail!(
+                "{}: the run folder is not empty (another run?): continue that run with --resume, \
+                 start afresh in it with --overwrite, or choose another --run-dir",
+                dir.display()
+            );
+        }
+        for f in RUN_FILES {
+            let p = dir.join(f);
+            let removed = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else if p.exists() {
+                std::fs::remove_file(&p)
+            } else {
+                Ok(())
+            };
+            removed.with_context(|| format!("{}: cannot remove (--overwrite)", p.display()))?;
+        }
+    }
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("{}: cannot create the run folder", dir.display()))?;
     Ok(dir)
+}
+
+/// Writes `text` to `path` through a temp file and a rename: a crash leaves the old file or the
+/// new one, never half of one.
+fn write_atomic(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename", path.display()))?;
+    Ok(())
 }
 
 /// Moves the batch's view buffers into tensors (no copy on the CPU); the batch keeps its indices
@@ -109,9 +189,35 @@ fn write_checkpoint(
     checkpoint::save(run_dir, method.params(), optim, st, &state, keep, is_best)
 }
 
-/// Trains `recipe` and returns the summary.
+/// The signal number of a pending stop request, if any.
+fn stop_signal(opts: &TrainOptions) -> Option<usize> {
+    opts.stop
+        .as_ref()
+        .map(|s| s.load(Ordering::SeqCst))
+        .filter(|&s| s != 0)
+}
+
+fn interrupted(
+    signal: usize,
+    step: u64,
+    ckpt: &std::path::Path,
+    run_dir: &std::path::Path,
+) -> anyhow::Error {
+    Interrupted {
+        signal,
+        step,
+        checkpoint: ckpt.to_path_buf(),
+        run_dir: run_dir.to_path_buf(),
+    }
+    .into()
+}
+
+/// Trains `recipe` and returns the summary. The recipe is validated first (a hand-built one
+/// included), and the run folder checked, before any data is read.
 pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
     let t_start = Instant::now();
+    recipe.validate("recipe")?;
+    let run_dir = make_run_dir(recipe, opts)?;
     let device = gyre_kernels::select_device(&recipe.train.device)?;
     let RunData {
         pretrain,
@@ -181,7 +287,6 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
     };
     let mut optim = Optimizer::new(method.params(), settings);
 
-    let run_dir = make_run_dir(recipe, opts)?;
     let metrics_path = run_dir.join("metrics.jsonl");
     // Where to start: the beginning, or the checkpoint of an interrupted run.
     let (mut step, start_epoch, start_epoch_step, mut best_knn, mut last_knn) = if opts.resume {
@@ -196,8 +301,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
         let s = ck.state;
         (s.step, s.epoch, s.epoch_step, s.best_knn_top1, s.knn_top1)
     } else {
-        std::fs::write(run_dir.join("recipe.toml"), recipe.to_toml())
-            .with_context(|| format!("{}: cannot write recipe.toml", run_dir.display()))?;
+        write_atomic(&run_dir.join("recipe.toml"), &recipe.to_toml())?;
         (0u64, 0u64, 0u64, None, None)
     };
     let mut log = MetricsLog::create(&metrics_path)
@@ -263,6 +367,12 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
     );
     let imgs_per_step = (recipe.train.batch_size * recipe.method.views.len()) as f64;
     let mut train_secs = 0f64;
+    let start_step = step;
+    if opts.resume && step == total_steps && !opts.quiet {
+        eprintln!(
+            "gyre: the run had already finished (step {step} of {total_steps}): nothing to train"
+        );
+    }
     let mut last_loss = f64::NAN;
     let keep = checkpoint::Keep {
         last: recipe.train.keep_last,
@@ -320,11 +430,21 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
             }
             bar.inc(1);
             let epoch_step = (first + i + 1) as u64;
-            if every_steps > 0 && step.is_multiple_of(every_steps) && epoch_step < steps_per_epoch {
+            let mid_epoch = epoch_step < steps_per_epoch;
+            let signal = stop_signal(opts);
+            if mid_epoch
+                && ((every_steps > 0 && step.is_multiple_of(every_steps)) || signal.is_some())
+            {
                 let at = (epoch, epoch_step, step, last_knn, best_knn);
                 ckpt_path = Some(write_checkpoint(
                     &run_dir, recipe, &*method, &optim, at, keep, false,
                 )?);
+            }
+            // A stop request mid-epoch ends the run here, its checkpoint written; at the
+            // epoch's end it waits for the epoch's evaluation and checkpoint, below.
+            if let (Some(signal), true, Some(ckpt)) = (signal, mid_epoch, &ckpt_path) {
+                bar.finish_and_clear();
+                return Err(interrupted(signal, step, ckpt, &run_dir));
             }
         }
         train_secs += t_epoch.elapsed().as_secs_f64();
@@ -377,11 +497,19 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
         if is_best {
             best_knn = last_knn;
         }
-        if last_epoch || done.is_multiple_of(recipe.train.checkpoint_every as u64) {
+        let signal = stop_signal(opts);
+        if last_epoch
+            || done.is_multiple_of(recipe.train.checkpoint_every as u64)
+            || signal.is_some()
+        {
             let at = (done, 0, step, last_knn, best_knn);
             ckpt_path = Some(write_checkpoint(
                 &run_dir, recipe, &*method, &optim, at, keep, is_best,
             )?);
+        }
+        if let (Some(signal), false, Some(ckpt)) = (signal, last_epoch, &ckpt_path) {
+            bar.finish_and_clear();
+            return Err(interrupted(signal, step, ckpt, &run_dir));
         }
         window = (Instant::now(), 0);
     }
@@ -404,7 +532,9 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
         "knn_t": t,
         "train_seconds": train_secs,
         "wall_seconds": t_start.elapsed().as_secs_f64(),
-        "img_per_s": step as f64 * imgs_per_step / train_secs.max(1e-9),
+        // This process's rate: none when it trained no step (a finished run resumed).
+        "img_per_s": (step > start_step && train_secs > 0.0)
+            .then(|| (step - start_step) as f64 * imgs_per_step / train_secs),
         "peak_rss_mb": peak_rss_mb(),
         "threads": rayon::current_num_threads(),
         "checkpoint": ckpt_path.map(|p| p.display().to_string()),

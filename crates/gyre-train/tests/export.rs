@@ -34,6 +34,8 @@ fn exported_backbone_loads_from_an_offline_hub_cache_with_the_same_knn() {
     let dir = tmp("run");
     let run = dir.join("run");
     let r = run.to_str().unwrap();
+    // A local path in the recipe, which the card must not carry.
+    let out_dir = format!("train.out_dir={}", dir.join("local-runs").display());
     let summary = gyre(
         &[
             "train",
@@ -47,9 +49,9 @@ fn exported_backbone_loads_from_an_offline_hub_cache_with_the_same_knn() {
             "--set",
             "train.batch_size=64",
             "--set",
-            "eval.baselines=false",
-            "--set",
             "eval.knn_k=20",
+            "--set",
+            &out_dir,
         ],
         &dir,
     );
@@ -79,6 +81,44 @@ fn exported_backbone_loads_from_an_offline_hub_cache_with_the_same_knn() {
             && card.contains("name: top-5"),
         "{card}"
     );
+    // Issue 19: the baselines of the same run beside the kNN; the PyTorch loader that works for
+    // every architecture (run by torch in gyre-encoders' interop test), not torchvision's
+    // resnet for a resnet-mini; no licence unless given; no local path.
+    for (what, v) in [
+        ("raw pixels", &summary["raw_knn_top1"]),
+        ("the random-init encoder", &summary["init_knn_top1"]),
+    ] {
+        let v = v.as_f64().unwrap();
+        assert!(
+            card.contains(&format!("{what} {:.2}%", 100.0 * v)),
+            "{what}: {card}"
+        );
+    }
+    assert!(
+        card.contains("name: kNN top-1 of raw pixels (baseline)"),
+        "{card}"
+    );
+    assert!(card.contains(gyre_encoders::hub::PYTORCH_LOADER.trim_end()));
+    assert!(!card.contains("license:"), "{card}");
+    assert!(
+        !card.contains(dir.to_str().unwrap()),
+        "a local path: {card}"
+    );
+    gyre(
+        &[
+            "export",
+            "--checkpoint",
+            r,
+            "--out",
+            model.to_str().unwrap(),
+            "--license",
+            "apache-2.0",
+            "--overwrite",
+        ],
+        &dir,
+    );
+    let card = std::fs::read_to_string(model.join("README.md")).unwrap();
+    assert!(card.contains("\nlicense: apache-2.0\n"), "{card}");
 
     // The Hub cache layout: blobs, a snapshot of relative symlinks, refs/main (no newline).
     let cache = dir.join("hub");
@@ -108,6 +148,7 @@ fn exported_backbone_loads_from_an_offline_hub_cache_with_the_same_knn() {
     let recipe = Recipe::load(&run.join("recipe.toml"), &[]).unwrap();
     let data = gyre_train::data_setup::load(&recipe).unwrap();
     let (bank, queries) = data.eval.as_ref().unwrap();
+    assert_eq!((&data.mean, &data.std), (&p.config.mean, &p.config.std));
     let again = gyre_train::eval::knn_eval(
         &p.backbone,
         bank,
