@@ -127,26 +127,10 @@ fn json_string_field(line: &str, key: &str) -> Option<String> {
     Some(line[start..end].to_string())
 }
 
-/// sha256 of the decompressed Fashion-MNIST files (Debian's package and upstream agree).
-const FMNIST: [(&str, &str); 4] = [
-    (
-        "train-images-idx3-ubyte",
-        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-    ),
-    (
-        "train-labels-idx1-ubyte",
-        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-    ),
-    (
-        "t10k-images-idx3-ubyte",
-        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-    ),
-    (
-        "t10k-labels-idx1-ubyte",
-        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-    ),
-];
-const FMNIST_UPSTREAM: &str = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/";
+/// sha256 of the decompressed Fashion-MNIST files (Debian's package and upstream agree): the one
+/// table, gyre-data's, which also checks the files it reads.
+const FMNIST: [(&str, &str); 4] = gyre_data::fashion_mnist::RAW_SHA256;
+const FMNIST_UPSTREAM: &str = gyre_data::fashion_mnist::UPSTREAM_URL;
 
 fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)

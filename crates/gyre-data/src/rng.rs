@@ -1,8 +1,7 @@
 //! Counter-based randomness: a ChaCha8 stream whose key is (seed, epoch, sample index, view), so
 //! any draw can be recomputed from its coordinates alone, in any order, on any thread.
 
-use rand_chacha::rand_core::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use gyre_rng::ChaCha8Rng;
 
 /// The view number used for per-epoch draws that belong to no sample (the shuffle).
 pub const EPOCH_STREAM: u64 = u64::MAX;
@@ -13,12 +12,7 @@ pub struct SampleRng;
 impl SampleRng {
     #[allow(clippy::new_ret_no_self)]
     pub fn new(seed: u64, epoch: u64, index: u64, view: u64) -> ChaCha8Rng {
-        let mut key = [0u8; 32];
-        key[..8].copy_from_slice(&seed.to_le_bytes());
-        key[8..16].copy_from_slice(&epoch.to_le_bytes());
-        key[16..24].copy_from_slice(&index.to_le_bytes());
-        key[24..].copy_from_slice(&view.to_le_bytes());
-        ChaCha8Rng::from_seed(key)
+        gyre_rng::stream([seed, epoch, index, view])
     }
 }
 

@@ -3,8 +3,8 @@
 //! same model whatever the order modules are built in.
 
 use gyre_kernels::{Device, Result, Tensor};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
+use gyre_rng::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 /// Draws initial values for named parameters.
@@ -37,11 +37,12 @@ impl Init {
     }
 
     fn rng(&self, name: &str) -> ChaCha8Rng {
-        let mut key = [0u8; 32];
-        key[..8].copy_from_slice(&self.seed.to_le_bytes());
-        key[8..16].copy_from_slice(&name_hash(name).to_le_bytes());
-        key[16..24].copy_from_slice(b"gyreinit");
-        ChaCha8Rng::from_seed(key)
+        gyre_rng::stream([
+            self.seed,
+            name_hash(name),
+            gyre_rng::tag(b"gyreinit"),
+            0,
+        ])
     }
 
     /// Kaiming normal, fan-out, ReLU gain (torchvision's ResNet conv init): std = sqrt(2 / fan_out).

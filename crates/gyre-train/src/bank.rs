@@ -35,15 +35,10 @@ impl FifoBank {
     /// A full bank whose every field row is an L2-normalised Gaussian draw (MoCo's queue starts
     /// as `normalize(randn)`), keyed on `seed`: the same seed, the same queue.
     pub fn with_noise(capacity: usize, dims: &[usize], seed: u64) -> Self {
-        use rand::SeedableRng;
         use rand_distr::{Distribution, StandardNormal};
         let mut bank = Self::new(capacity, dims);
         for (f, &d) in dims.iter().enumerate() {
-            let mut key = [0u8; 32];
-            key[..8].copy_from_slice(&seed.to_le_bytes());
-            key[8..16].copy_from_slice(&(f as u64).to_le_bytes());
-            key[16..24].copy_from_slice(b"gyrequeu");
-            let mut rng = rand_chacha::ChaCha8Rng::from_seed(key);
+            let mut rng = gyre_rng::stream([seed, f as u64, gyre_rng::tag(b"gyrequeu"), 0]);
             for row in bank.data[f].chunks_mut(d.max(1)) {
                 for x in row.iter_mut() {
                     *x = StandardNormal.sample(&mut rng);

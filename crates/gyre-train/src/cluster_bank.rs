@@ -17,8 +17,8 @@
 //!
 //! Everything runs on the CPU over plain slices, with streams keyed on (seed, step).
 
-use rand::{seq::SliceRandom, Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::{seq::SliceRandom, Rng};
+use gyre_rng::ChaCha8Rng;
 
 /// The memory.
 #[derive(Debug, Clone)]
@@ -41,11 +41,7 @@ pub struct ClusterBank {
 }
 
 fn rng(seed: u64, step: u64, tag: &[u8; 8]) -> ChaCha8Rng {
-    let mut key = [0u8; 32];
-    key[..8].copy_from_slice(&seed.to_le_bytes());
-    key[8..16].copy_from_slice(&step.to_le_bytes());
-    key[16..24].copy_from_slice(tag);
-    ChaCha8Rng::from_seed(key)
+    gyre_rng::stream([seed, step, gyre_rng::tag(tag), 0])
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -11,7 +11,7 @@ use crate::ema::{EmaTeacher, MomentumSchedule};
 use crate::method::StepContext;
 use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
-use rand::{seq::SliceRandom, SeedableRng};
+use rand::seq::SliceRandom;
 
 /// What the teacher produced for one batch (all detached).
 pub struct TeacherOutput {
@@ -105,13 +105,9 @@ impl MomentumEncoder {
         let n = x.dim(0)?;
         let dev = x.device();
         let (xin, unperm) = if self.shuffle {
-            let mut key = [0u8; 32];
-            key[..8].copy_from_slice(&self.seed.to_le_bytes());
-            key[8..16].copy_from_slice(&ctx.step.to_le_bytes());
-            key[16..24].copy_from_slice(&stream.to_le_bytes());
-            key[24..].copy_from_slice(b"shuffleb");
             let mut perm: Vec<u32> = (0..n as u32).collect();
-            perm.shuffle(&mut rand_chacha::ChaCha8Rng::from_seed(key));
+            let words = [self.seed, ctx.step, stream, gyre_rng::tag(b"shuffleb")];
+            perm.shuffle(&mut gyre_rng::stream(words));
             let mut inv = vec![0u32; n];
             for (i, &p) in perm.iter().enumerate() {
                 inv[p as usize] = i as u32;

@@ -29,7 +29,7 @@ use gyre_losses::{
     cutmix_kept_fraction, info_nce, interpolation_target, l2_normalize, local_relation_loss,
     ressl_loss,
 };
-use rand::{seq::SliceRandom, Rng, SeedableRng};
+use rand::{seq::SliceRandom, Rng};
 use std::collections::HashMap;
 
 /// One batch's CutMix: the box `[y0, y1) × [x0, x1)`, the permutation, and the kept fraction r.
@@ -47,11 +47,7 @@ impl CutMix {
     /// Draws λ ~ Beta(1, 1) = U(0, 1), a box of side `sqrt(1 − λ)` × the image around a uniform
     /// centre, clipped to the image (as the reference's `rand_bbox`), and a permutation of `n`.
     pub fn draw(seed: u64, step: u64, n: usize, h: usize, w: usize) -> Self {
-        let mut key = [0u8; 32];
-        key[..8].copy_from_slice(&seed.to_le_bytes());
-        key[8..16].copy_from_slice(&step.to_le_bytes());
-        key[16..24].copy_from_slice(b"recomix_");
-        let mut rng = rand_chacha::ChaCha8Rng::from_seed(key);
+        let mut rng = gyre_rng::stream([seed, step, gyre_rng::tag(b"recomix_"), 0]);
         let lam: f64 = rng.gen();
         let cut = (1.0 - lam).sqrt();
         let (cw, ch) = ((w as f64 * cut) as usize, (h as f64 * cut) as usize);
