@@ -3,8 +3,8 @@
 //! same model whatever the order modules are built in.
 
 use gyre_kernels::{Device, Result, Tensor};
-use rand::Rng;
 use gyre_rng::ChaCha8Rng;
+use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
 /// Draws initial values for named parameters.
@@ -37,12 +37,7 @@ impl Init {
     }
 
     fn rng(&self, name: &str) -> ChaCha8Rng {
-        gyre_rng::stream([
-            self.seed,
-            name_hash(name),
-            gyre_rng::tag(b"gyreinit"),
-            0,
-        ])
+        gyre_rng::stream([self.seed, name_hash(name), gyre_rng::tag(b"gyreinit"), 0])
     }
 
     /// Kaiming normal, fan-out, ReLU gain (torchvision's ResNet conv init): std = sqrt(2 / fan_out).

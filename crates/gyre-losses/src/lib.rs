@@ -11,6 +11,7 @@ pub mod circulation;
 pub mod crw;
 pub mod info_nce;
 pub mod interclr;
+pub mod nnclr;
 pub mod normalize;
 pub mod nt_xent;
 pub mod reco;
@@ -29,6 +30,7 @@ pub use circulation::{
 pub use crw::{crw_loss, CrwOutput, EdgeDropout};
 pub use info_nce::{info_nce, logits_ce_first};
 pub use interclr::inter_loss;
+pub use nnclr::{nearest_neighbours, nnclr_loss};
 pub use normalize::l2_normalize;
 pub use nt_xent::{nt_xent, nt_xent_extra_positives};
 pub use reco::{cutmix_kept_fraction, interpolation_target, local_relation_loss};

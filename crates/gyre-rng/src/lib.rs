@@ -7,8 +7,8 @@
 //! the purpose of a stream (`tag(b"gyreinit")`), so that two uses of the same seed and
 //! coordinates never share a stream.
 
-pub use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
+pub use rand_chacha::ChaCha8Rng;
 
 /// The stream keyed by `words`.
 pub fn stream(words: [u64; 4]) -> ChaCha8Rng {

@@ -150,7 +150,7 @@ pub fn backbone_from(
     device: &Device,
 ) -> anyhow::Result<ResNet> {
     let channels = crate::data_setup::run_normalisation(recipe)?.0.len();
-    let net = crate::method::build_backbone(recipe, channels, device)?;
+    let net = recipe.encoder.build(channels, recipe.seed, device)?;
     let body: HashMap<String, Tensor> = tensors
         .iter()
         .filter(|(k, _)| k.starts_with("backbone."))

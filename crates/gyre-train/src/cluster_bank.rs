@@ -17,8 +17,8 @@
 //!
 //! Everything runs on the CPU over plain slices, with streams keyed on (seed, step).
 
-use rand::{seq::SliceRandom, Rng};
 use gyre_rng::ChaCha8Rng;
+use rand::{seq::SliceRandom, Rng};
 
 /// The memory.
 #[derive(Debug, Clone)]

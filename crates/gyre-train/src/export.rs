@@ -70,7 +70,7 @@ pub fn model_card(
         .ok()
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_default();
-    let method = recipe.method.kind().as_str();
+    let method = recipe.method.name();
     let mut s = String::new();
     s.push_str("---\nlibrary_name: gyre\npipeline_tag: image-feature-extraction\n");
     if let Some(l) = license {

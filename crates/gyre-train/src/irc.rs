@@ -1,60 +1,283 @@
-//! The IRC plug-in: adds an instance-level implicit relation circulation to any two-view method.
+//! The IRC plug-in (`[irc]`): an instance-level implicit relation circulation added to any
+//! two-view method by one wrapper, [`Irc`], around the method. Every method exposes its Task S
+//! pair ([`PairHooks`]: both views' backbone features, the view-2 embeddings to remember, and
+//! its own loss for extra positives); no method holds IRC state, checkpoint or statistics code.
 //!
 //! Task C (no known pairing): view-1 embeddings → a memory of past embeddings → view-2 embeddings.
 //! Task S (easy pairing): view 1 and view 2 of one image, so the walk is closed by π = identity.
 //! The cycle runs on its own projection head (`cycle_projector`, as the IRC code's `final_cycle`
-//! head kept apart from the main one). The memory is a FIFO bank the plug-in keeps (methods with a
-//! queue may hand theirs in later); it stores, per past image, its cycle embedding (the walk's
-//! middle group), its base-head embedding (for auto-paired positives) and its label (for the
-//! auto-pair precision diagnostic only).
+//! head kept apart from the main one). The memory (the walk's middle group) is a FIFO that stores,
+//! per past image, its cycle embedding, its base-head embedding (for auto-paired positives) and
+//! its label (for the auto-pair precision diagnostic only). Its cycle rows come from
+//! - `memory = "online"`: the online cycle embeddings of view 2 (detached), or
+//! - `memory = "ema"`: an EMA copy of the backbone and the cycle head (momentum
+//!   `memory_momentum`, 0.999 as the released IRC code's memory encoder), updated before its
+//!   forward pass of view 2's images each step.
 //!
 //! Per step, with `f` the backbone features of both views (`[2B, F]`):
 //! 1. `c = n(cycle_head(f))`; `G_0 = c[..B]`, `G_2 = c[B..]`, `G_1` = the memory's cycle rows
 //!    (detached: the memory is never differentiated).
-//! 2. `L_cyc = circulation(G_0, G_1, G_2; π = id, τ_c)`; the method adds `λ_c · L_cyc`.
+//! 2. `L_cyc = circulation(G_0, G_1, G_2; π = id, τ_c)`; the loss gains `λ_c · L_cyc`.
 //! 3. Auto-pairing: each view-1 row's best memory entry under `A_0` (the walk's first hop), kept
 //!    for the top ρ of the batch by similarity, weight ramped in. Always scored against the labels
-//!    (auto-pair precision, a diagnostic); with `auto_pair = true` the method turns the entries'
-//!    base embeddings into extra positives (each method documents how).
-//! 4. After the loss: the view-2 rows are pushed into the memory.
+//!    (auto-pair precision, a diagnostic); with `auto_pair = true` the method's pair loss turns
+//!    the entries' base embeddings into extra positives.
+//! 4. After the optimiser step (with the method's own queue writes): the batch enters the memory.
 //!
 //! The walk starts once the memory holds one batch; until then the cycle loss is 0.
 
 use crate::bank::{FifoBank, NO_LABEL};
-use crate::method::StepContext;
-use crate::recipe::IrcConfig;
+use crate::ema::EmaTeacher;
+use crate::method::Method;
+use crate::step::{AutoPositives, StepContext, StepOutput};
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig};
+use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
 use gyre_losses::{auto_pair, circulation_loss, l2_normalize, AutoPairOptions, CirculationOptions};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
-/// Auto-paired positives of one step, ready for the base loss.
-pub struct AutoPositives {
-    /// View-1 rows that get an extra positive.
-    pub rows: Vec<u32>,
-    /// Their positives: the matched memory entries' base embeddings, `[rows, D]`, detached.
-    pub positives: Tensor,
-    /// The ramp weight times `auto_pair_weight`.
-    pub weight: f64,
+/// Where the memory's cycle rows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryKind {
+    /// The online cycle embeddings of view 2, detached.
+    Online,
+    /// An EMA copy of the backbone and cycle head, run on view 2's images.
+    Ema,
 }
 
-impl AutoPositives {
-    /// The paired rows of `x` (the batch's view-1 embeddings, `[B, D]`), aligned with
-    /// `positives`: the queries of a method's pair loss.
-    pub fn queries(&self, x: &Tensor) -> Result<Tensor> {
-        let rows = Tensor::from_slice(&self.rows, self.rows.len(), x.device())?;
-        x.index_select(&rows, 0)
+/// `irc.memory`: `"online"`, `"ema"`, or a number — shorthand for an online memory of that many
+/// rows (`irc.memory_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryChoice {
+    Rows(usize),
+    Kind(MemoryKind),
+}
+
+impl Default for MemoryChoice {
+    fn default() -> Self {
+        MemoryChoice::Kind(MemoryKind::Online)
     }
 }
 
-/// What the plug-in adds to one step.
-pub struct IrcStep {
-    /// `λ_c · L_cyc` (a zero scalar while the memory fills).
-    pub loss: Tensor,
-    /// Auto-paired positives, when on and the memory is ready.
-    pub positives: Option<AutoPositives>,
-    /// Scalars for the step log (`irc_cycle_loss`, `irc_cycle_acc`, …).
-    pub logs: Vec<(&'static str, f64)>,
+impl Serialize for MemoryChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            MemoryChoice::Rows(n) => s.serialize_u64(*n as u64),
+            MemoryChoice::Kind(k) => k.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MemoryChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = MemoryChoice;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"online\", \"ema\", or a number of rows")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+                usize::try_from(v)
+                    .map(MemoryChoice::Rows)
+                    .map_err(|_| E::custom(format!("{v} rows is too many")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Self::Value, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("expected a number of rows, got {v}")))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<Self::Value, E> {
+                match v {
+                    "online" => Ok(MemoryChoice::Kind(MemoryKind::Online)),
+                    "ema" => Ok(MemoryChoice::Kind(MemoryKind::Ema)),
+                    _ => Err(E::custom(format!(
+                        "expected \"online\", \"ema\" or a number of rows, got \"{v}\""
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The `[irc]` section; absent = off. See docs/methods.md.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IrcConfig {
+    /// λ_c, the weight of the circulation loss.
+    #[serde(default = "d_irc_weight")]
+    pub weight: f64,
+    /// τ_c of both hops of the walk.
+    #[serde(default = "d_irc_tau")]
+    pub temperature: f64,
+    /// The middle group's source: `"online"` or `"ema"` (see the module doc); a number is the
+    /// older shorthand for an online memory of that many rows.
+    #[serde(default)]
+    pub memory: MemoryChoice,
+    /// K, rows of the memory the walk crosses; default 4096.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_size: Option<usize>,
+    /// Momentum of the EMA memory encoder (`memory = "ema"`).
+    #[serde(default = "d_irc_memory_momentum")]
+    pub memory_momentum: f64,
+    /// The cycle's own projection head (kept apart from the base head, as the IRC code's
+    /// `final_cycle`).
+    #[serde(default = "d_irc_hidden")]
+    pub head_hidden: usize,
+    #[serde(default = "d_irc_out")]
+    pub head_output: usize,
+    /// Add auto-paired positives to the base loss.
+    #[serde(default)]
+    pub auto_pair: bool,
+    /// Weight of the auto-paired term (before the ramp).
+    #[serde(default = "d_irc_weight")]
+    pub auto_pair_weight: f64,
+    /// ρ: fraction of each batch's rows (most confident matches) that get an auto-paired positive.
+    #[serde(default = "d_irc_keep")]
+    pub keep_fraction: f64,
+    /// Fraction of training over which the auto-pair weight ramps from 0 to 1.
+    #[serde(default = "d_irc_ramp")]
+    pub ramp: f64,
+    /// Memory entries averaged per match (1: top-1).
+    #[serde(default = "d_irc_top_n")]
+    pub top_n: usize,
+}
+fn d_irc_weight() -> f64 {
+    1.0
+}
+fn d_irc_tau() -> f64 {
+    0.1
+}
+fn d_irc_memory_momentum() -> f64 {
+    0.999
+}
+fn d_irc_hidden() -> usize {
+    512
+}
+fn d_irc_out() -> usize {
+    128
+}
+fn d_irc_keep() -> f64 {
+    0.2
+}
+fn d_irc_ramp() -> f64 {
+    0.1
+}
+fn d_irc_top_n() -> usize {
+    1
+}
+
+/// Rows of the memory when neither `memory` (a number) nor `memory_size` says.
+pub const DEFAULT_MEMORY_ROWS: usize = 4096;
+
+impl IrcConfig {
+    pub fn memory_kind(&self) -> MemoryKind {
+        match self.memory {
+            MemoryChoice::Rows(_) => MemoryKind::Online,
+            MemoryChoice::Kind(k) => k,
+        }
+    }
+
+    /// K, the memory's rows.
+    pub fn memory_rows(&self) -> usize {
+        match self.memory {
+            MemoryChoice::Rows(n) => n,
+            MemoryChoice::Kind(_) => self.memory_size.unwrap_or(DEFAULT_MEMORY_ROWS),
+        }
+    }
+
+    /// The key that sets the memory's rows, for messages.
+    fn rows_key(&self) -> &'static str {
+        match self.memory {
+            MemoryChoice::Rows(_) => "irc.memory",
+            MemoryChoice::Kind(_) => "irc.memory_size",
+        }
+    }
+
+    /// The resolved form: `memory` names the source, `memory_size` the rows.
+    pub fn resolved(&self) -> Self {
+        Self {
+            memory: MemoryChoice::Kind(self.memory_kind()),
+            memory_size: Some(self.memory_rows()),
+            ..self.clone()
+        }
+    }
+
+    /// Checks every value for batches of `batch_size`; `Err((field, problem))`.
+    pub fn check(&self, batch_size: usize) -> std::result::Result<(), (String, String)> {
+        let bad = |f: &str, p: String| Err((f.to_string(), p));
+        if let (MemoryChoice::Rows(_), Some(_)) = (self.memory, self.memory_size) {
+            return bad(
+                "irc.memory",
+                "a number is the online memory's size; with irc.memory_size set, say memory = \"online\" or \"ema\"".into(),
+            );
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return bad(
+                "irc.temperature",
+                format!("must be a positive number, got {}", self.temperature),
+            );
+        }
+        for (f, v) in [
+            ("irc.weight", self.weight),
+            ("irc.auto_pair_weight", self.auto_pair_weight),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return bad(f, format!("must be ≥ 0, got {v}"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.memory_momentum) {
+            return bad(
+                "irc.memory_momentum",
+                format!("must be in [0, 1), got {}", self.memory_momentum),
+            );
+        }
+        let rows = self.memory_rows();
+        if rows > crate::config::MAX_ROWS {
+            return bad(
+                self.rows_key(),
+                format!("must be at most {}, got {rows}", crate::config::MAX_ROWS),
+            );
+        }
+        if rows < batch_size {
+            return bad(
+                self.rows_key(),
+                format!("must hold at least one batch ({batch_size}), got {rows}"),
+            );
+        }
+        for (f, v) in [
+            ("irc.head_hidden", self.head_hidden),
+            ("irc.head_output", self.head_output),
+        ] {
+            if v == 0 || v > crate::config::MAX_WIDTH {
+                return bad(
+                    f,
+                    format!("must be in 1..={}, got {v}", crate::config::MAX_WIDTH),
+                );
+            }
+        }
+        if !(self.keep_fraction > 0.0 && self.keep_fraction <= 1.0) {
+            return bad(
+                "irc.keep_fraction",
+                format!("must be in (0, 1], got {}", self.keep_fraction),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.ramp) {
+            return bad("irc.ramp", format!("must be in [0, 1], got {}", self.ramp));
+        }
+        if self.top_n == 0 || self.top_n > rows {
+            return bad(
+                "irc.top_n",
+                format!("must be in 1..=memory, got {}", self.top_n),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Running means since the last `take_stats`.
@@ -68,182 +291,250 @@ struct Tally {
     pairs_correct: u64,
 }
 
+/// The EMA copy of the backbone and cycle head that fills the memory (`memory = "ema"`).
+struct MemoryEncoder {
+    backbone: ResNet,
+    head: ProjectionHead,
+    store: ParamStore,
+    ema: EmaTeacher,
+    momentum: f64,
+}
+
+impl MemoryEncoder {
+    fn new(
+        online: &ResNet,
+        cycle_head: &ProjectionHead,
+        head_cfg: ProjectionHeadConfig,
+        momentum: f64,
+        seed: u64,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let backbone = ResNet::new(online.config().clone(), seed, device)?;
+        let head = ProjectionHead::new(head_cfg, seed, "cycle_projector", device)?;
+        let pair = |b: &ResNet, h: &ProjectionHead| {
+            let mut s = ParamStore::new();
+            s.extend_prefixed("backbone", b.params());
+            s.extend_prefixed("cycle_projector", h.params());
+            s
+        };
+        let store = pair(&backbone, &head);
+        let ema = EmaTeacher::new(&pair(online, cycle_head), &store)?;
+        Ok(Self {
+            backbone,
+            head,
+            store,
+            ema,
+            momentum,
+        })
+    }
+
+    /// `n(head(backbone(x)))`, train-mode BatchNorm (as every momentum encoder), detached.
+    fn encode(&self, x: &Tensor) -> Result<Tensor> {
+        let f = self.backbone.forward_t(x, true)?.detach();
+        l2_normalize(&self.head.forward_t(&f, true)?.detach())
+    }
+}
+
+/// One batch waiting to enter the memory (after the optimiser step).
+struct Pending {
+    cycle: Tensor,
+    base: Tensor,
+    labels: Option<Vec<u32>>,
+}
+
 /// The plug-in's state: its head, its memory and its diagnostics.
 pub struct IrcPlugin {
     cfg: IrcConfig,
     head: ProjectionHead,
     bank: FifoBank,
     tally: Tally,
+    encoder: Option<MemoryEncoder>,
+    pending: Option<Pending>,
 }
 
 impl IrcPlugin {
-    /// A plug-in over backbone features of width `feature_dim`, for a base head of width
-    /// `base_dim`; registers its head under `cycle_projector.` in `params`.
+    /// A plug-in over the features of `backbone`, for base embeddings of width `base_dim`;
+    /// registers its head under `cycle_projector.` in `params`. An EMA memory copies `backbone`
+    /// and the new head.
     pub fn new(
         cfg: &IrcConfig,
-        feature_dim: usize,
+        backbone: &ResNet,
         base_dim: usize,
         seed: u64,
         device: &Device,
         params: &mut ParamStore,
-    ) -> Result<Self> {
-        let head = ProjectionHead::new(
-            ProjectionHeadConfig::new(feature_dim, cfg.head_hidden, cfg.head_output),
-            seed,
-            "cycle_projector",
-            device,
-        )?;
+    ) -> anyhow::Result<Self> {
+        let head_cfg =
+            ProjectionHeadConfig::new(backbone.feature_dim(), cfg.head_hidden, cfg.head_output);
+        let head = ProjectionHead::new(head_cfg, seed, "cycle_projector", device)?;
         params.extend_prefixed("cycle_projector", head.params());
+        let encoder = match cfg.memory_kind() {
+            MemoryKind::Online => None,
+            MemoryKind::Ema => Some(MemoryEncoder::new(
+                backbone,
+                &head,
+                head_cfg,
+                cfg.memory_momentum,
+                seed,
+                device,
+            )?),
+        };
         Ok(Self {
+            bank: FifoBank::new(cfg.memory_rows(), &[cfg.head_output, base_dim]),
             cfg: cfg.clone(),
             head,
-            bank: FifoBank::new(cfg.memory, &[cfg.head_output, base_dim]),
             tally: Tally::default(),
+            encoder,
+            pending: None,
         })
     }
 
-    /// One step: `features` are both views' backbone features (`[2B, F]`, view 1 first, with
-    /// gradient); `labels` the batch's labels (diagnostics only); `step` of `total` sets the
-    /// ramp. Also returns the view-2 cycle embeddings (detached): hand them to
-    /// [`Self::remember`] after the loss is built.
-    pub fn step(
-        &mut self,
-        features: &Tensor,
-        labels: Option<&[u32]>,
-        step: u64,
-        total: u64,
-    ) -> Result<(IrcStep, Tensor)> {
-        let b = features.dim(0)? / 2;
-        let c = l2_normalize(&self.head.forward_t(features, true)?)?;
-        let (g0, g2) = (c.narrow(0, 0, b)?, c.narrow(0, b, b)?);
-        if self.bank.len() < b {
-            return Ok((
-                IrcStep {
-                    loss: features.sum_all()?.affine(0.0, 0.0)?,
-                    positives: None,
-                    logs: vec![],
-                },
-                g2.detach(),
-            ));
-        }
-        let memory = self.bank.field(0, features.device())?;
-        let opts = CirculationOptions {
-            tau: self.cfg.temperature,
-            ..CirculationOptions::default()
-        };
-        let circ = circulation_loss(&[&g0, &memory, &g2], None, opts)?;
-        let cyc = circ.loss.to_scalar::<f32>()? as f64;
-        let mut logs = vec![
-            ("irc_cycle_loss", cyc),
-            ("irc_cycle_acc", circ.cycle_accuracy),
-            ("irc_return_prob", circ.return_probability),
-        ];
-        self.tally.steps += 1;
-        self.tally.cycle_acc += circ.cycle_accuracy;
-        self.tally.return_prob += circ.return_probability;
-        // Auto-pairs are always found and scored (the precision diagnostic); they enter the loss
-        // only with `auto_pair = true`.
-        let pairs = auto_pair(
-            &g0,
-            &memory,
-            step,
-            total,
-            AutoPairOptions {
-                keep_fraction: self.cfg.keep_fraction,
-                ramp: self.cfg.ramp,
-                top_n: self.cfg.top_n,
-            },
-        )?;
-        let (mut labelled, mut correct) = (0u64, 0u64);
-        if let Some(lab) = labels {
-            let mem = self.bank.labels();
-            for (q, m) in pairs.query.iter().zip(pairs.top1()) {
-                let ml = mem[m as usize];
-                if ml != NO_LABEL {
-                    labelled += 1;
-                    correct += u64::from(ml == lab[*q as usize]);
-                }
-            }
-        }
-        self.tally.pairs += pairs.query.len() as u64;
-        self.tally.pairs_labelled += labelled;
-        self.tally.pairs_correct += correct;
-        if labelled > 0 {
-            logs.push(("irc_pair_precision", correct as f64 / labelled as f64));
-        }
-        let positives = if self.cfg.auto_pair {
-            logs.push(("irc_pair_weight", pairs.weight));
-            let base = self.bank.field(1, features.device())?;
-            Some(AutoPositives {
-                positives: pairs.matched_features(&base)?,
-                rows: pairs.query,
-                weight: pairs.weight * self.cfg.auto_pair_weight,
-            })
-        } else {
-            None
-        };
-        let loss = (circ.loss * self.cfg.weight)?;
-        Ok((
-            IrcStep {
-                loss,
-                positives,
-                logs,
-            },
-            g2.detach(),
-        ))
+    /// The memory's rows so far: its cycle field and its base field (for tests and diagnostics).
+    pub fn memory(&self, device: &Device) -> Result<(Tensor, Tensor)> {
+        Ok((self.bank.field(0, device)?, self.bank.field(1, device)?))
     }
 
-    /// The whole plug-in inside a method's step: runs [`Self::step`] on `features` (`[2B, F]`,
-    /// view 1 first), adds `λ_c · L_cyc` to `base`, adds `weight · pair_loss(positives)` when
-    /// auto-pairs are on and found (each method says what its pair loss is: `rows` index its
-    /// view-1 embeddings — [`AutoPositives::queries`] — and `positives` are their matched memory
-    /// entries), remembers the batch (`base_v2`: the view-2 base embeddings) and appends the
-    /// diagnostics to `logs`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn add_to(
+    /// The cycle loss, auto-paired positives and diagnostics of one step, added to `out` (the
+    /// method's step). `views` are the step's images (an EMA memory encodes view 2's).
+    fn add_to(
         &mut self,
-        base: Tensor,
-        features: &Tensor,
-        base_v2: &Tensor,
+        out: &mut StepOutput,
+        views: &[Tensor],
         batch: &Batch,
         ctx: StepContext,
-        logs: &mut Vec<(&'static str, f64)>,
-        pair_loss: impl FnOnce(&AutoPositives) -> Result<Tensor>,
-    ) -> Result<Tensor> {
-        logs.push(("base_loss", base.to_scalar::<f32>()? as f64));
-        let labels = batch.labels.as_deref();
-        let (s, cycle_v2) = self.step(features, labels, ctx.step, ctx.total_steps)?;
-        let mut loss = (base + s.loss)?;
-        if let Some(p) = s.positives.filter(|p| p.weight > 0.0 && !p.rows.is_empty()) {
-            let ap = pair_loss(&p)?;
-            logs.push(("irc_pair_loss", ap.to_scalar::<f32>()? as f64));
-            loss = (loss + (ap * p.weight)?)?;
-        }
-        self.remember(&cycle_v2, base_v2, labels)?;
-        logs.extend(s.logs);
-        Ok(loss)
-    }
-
-    /// Pushes one batch into the memory: its view-2 cycle embeddings (from [`Self::step`]), its
-    /// view-2 base embeddings (`[B, base_dim]`, normalised here; the bank checks the width) and
-    /// labels.
-    pub fn remember(
-        &mut self,
-        cycle_v2: &Tensor,
-        base_v2: &Tensor,
-        labels: Option<&[u32]>,
     ) -> Result<()> {
-        let base = l2_normalize(&base_v2.detach())?;
-        self.bank.push(&[cycle_v2, &base], labels)
+        let Some(pair) = out.pair.take() else {
+            gyre_kernels::candle::bail!("irc: this method exposes no pair of views");
+        };
+        if let Some(enc) = &self.encoder {
+            // Before its forward pass, as every momentum encoder.
+            enc.ema.update(enc.momentum)?;
+        }
+        let base = out.loss.clone();
+        out.logs
+            .push(("base_loss", base.to_scalar::<f32>()? as f64));
+        let features = Tensor::cat(&[&pair.view1, &pair.view2], 0)?;
+        let b = pair.view1.dim(0)?;
+        let c = l2_normalize(&self.head.forward_t(&features, true)?)?;
+        let (g0, g2) = (c.narrow(0, 0, b)?, c.narrow(0, b, b)?);
+        let labels = batch.labels.as_deref();
+        if self.bank.len() >= b {
+            let memory = self.bank.field(0, features.device())?;
+            let opts = CirculationOptions {
+                tau: self.cfg.temperature,
+                ..CirculationOptions::default()
+            };
+            let circ = circulation_loss(&[&g0, &memory, &g2], None, opts)?;
+            let cyc = circ.loss.to_scalar::<f32>()? as f64;
+            out.logs.extend([
+                ("irc_cycle_loss", cyc),
+                ("irc_cycle_acc", circ.cycle_accuracy),
+                ("irc_return_prob", circ.return_probability),
+            ]);
+            self.tally.steps += 1;
+            self.tally.cycle_acc += circ.cycle_accuracy;
+            self.tally.return_prob += circ.return_probability;
+            // Auto-pairs are always found and scored (the precision diagnostic); they enter the
+            // loss only with `auto_pair = true`.
+            let pairs = auto_pair(
+                &g0,
+                &memory,
+                ctx.step,
+                ctx.total_steps,
+                AutoPairOptions {
+                    keep_fraction: self.cfg.keep_fraction,
+                    ramp: self.cfg.ramp,
+                    top_n: self.cfg.top_n,
+                },
+            )?;
+            let (mut labelled, mut correct) = (0u64, 0u64);
+            if let Some(lab) = labels {
+                let mem = self.bank.labels();
+                for (q, m) in pairs.query.iter().zip(pairs.top1()) {
+                    let ml = mem[m as usize];
+                    if ml != NO_LABEL {
+                        labelled += 1;
+                        correct += u64::from(ml == lab[*q as usize]);
+                    }
+                }
+            }
+            self.tally.pairs += pairs.query.len() as u64;
+            self.tally.pairs_labelled += labelled;
+            self.tally.pairs_correct += correct;
+            let mut loss = (base + (circ.loss * self.cfg.weight)?)?;
+            if self.cfg.auto_pair {
+                out.logs.push(("irc_pair_weight", pairs.weight));
+                let positives = AutoPositives {
+                    positives: pairs.matched_features(&self.bank.field(1, features.device())?)?,
+                    rows: pairs.query,
+                    weight: pairs.weight * self.cfg.auto_pair_weight,
+                };
+                if positives.weight > 0.0 && !positives.rows.is_empty() {
+                    let ap = (pair.pair_loss)(&positives)?;
+                    out.logs
+                        .push(("irc_pair_loss", ap.to_scalar::<f32>()? as f64));
+                    loss = (loss + (ap * positives.weight)?)?;
+                }
+            }
+            if labelled > 0 {
+                out.logs
+                    .push(("irc_pair_precision", correct as f64 / labelled as f64));
+            }
+            out.loss = loss;
+        } else {
+            // While the memory fills: a zero cycle loss, still in the graph.
+            out.loss = (base + features.sum_all()?.affine(0.0, 0.0)?)?;
+        }
+        let cycle = match &self.encoder {
+            Some(enc) => enc.encode(&views[pair.view2_index])?,
+            None => g2.detach(),
+        };
+        self.pending = Some(Pending {
+            cycle,
+            base: l2_normalize(&pair.base_v2.detach())?,
+            labels: labels.map(<[u32]>::to_vec),
+        });
+        Ok(())
     }
 
-    /// The plug-in's memory as named tensors under `irc.memory` (its head is in the params).
+    /// Writes the step's batch into the memory (after the optimiser step).
+    fn remember(&mut self) -> Result<()> {
+        if let Some(p) = self.pending.take() {
+            self.bank.push(&[&p.cycle, &p.base], p.labels.as_deref())?;
+        }
+        Ok(())
+    }
+
+    /// The plug-in's memory (under `irc.memory`) and EMA encoder (under `irc.memory_encoder`) as
+    /// named tensors; its head is in the params.
     pub fn state(&self) -> Result<Vec<(String, Tensor)>> {
-        self.bank.state("irc.memory")
+        let mut v = self.bank.state("irc.memory")?;
+        if let Some(enc) = &self.encoder {
+            v.extend(enc.store.all().iter().map(|p| {
+                (
+                    format!("irc.memory_encoder.{}", p.name),
+                    p.var.as_tensor().clone(),
+                )
+            }));
+        }
+        Ok(v)
     }
 
-    pub fn load_state(&mut self, t: &std::collections::HashMap<String, Tensor>) -> Result<()> {
-        self.bank.load_state("irc.memory", t)
+    pub fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
+        self.bank.load_state("irc.memory", t)?;
+        if let Some(enc) = &self.encoder {
+            for p in enc.store.all() {
+                let key = format!("irc.memory_encoder.{}", p.name);
+                let v = t.get(&key).ok_or_else(|| {
+                    gyre_kernels::candle::Error::Msg(format!("checkpoint lacks {key}"))
+                })?;
+                if v.dims() != p.var.dims() || v.dtype() != p.var.dtype() {
+                    gyre_kernels::candle::bail!("{key}: shape or dtype differs from the model's");
+                }
+                p.var.set(v)?;
+            }
+        }
+        Ok(())
     }
 
     /// Means since the last call (cycle accuracy, return probability, auto-pair precision), for
@@ -268,5 +559,88 @@ impl IrcPlugin {
                 None
             },
         })
+    }
+}
+
+/// Any method with the IRC plug-in: the method's step, then the cycle (and auto-pairs) on the
+/// pair it exposes; the method's state and the plug-in's in one checkpoint; both diagnostics.
+pub struct Irc {
+    inner: Box<dyn Method>,
+    plugin: IrcPlugin,
+    params: ParamStore,
+}
+
+impl Irc {
+    /// Wraps `inner`, whose base embeddings are `base_dim` wide.
+    pub fn new(
+        inner: Box<dyn Method>,
+        cfg: &IrcConfig,
+        base_dim: usize,
+        seed: u64,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let mut params = ParamStore::new();
+        for p in inner.params().all() {
+            params.push_renamed(p, &p.name);
+        }
+        let plugin = IrcPlugin::new(cfg, inner.backbone(), base_dim, seed, device, &mut params)?;
+        Ok(Self {
+            inner,
+            plugin,
+            params,
+        })
+    }
+
+    pub fn plugin(&self) -> &IrcPlugin {
+        &self.plugin
+    }
+}
+
+impl Method for Irc {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    fn backbone(&self) -> &ResNet {
+        self.inner.backbone()
+    }
+
+    fn step(&mut self, views: &[Tensor], batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
+        let mut out = self.inner.step(views, batch, ctx)?;
+        self.plugin.add_to(&mut out, views, batch, ctx)?;
+        Ok(out)
+    }
+
+    fn after_step(&mut self, ctx: StepContext) -> Result<()> {
+        self.inner.after_step(ctx)?;
+        self.plugin.remember()
+    }
+
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut v = self.inner.state()?;
+        v.extend(self.plugin.state()?);
+        Ok(v)
+    }
+
+    fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
+        self.inner.load_state(t)?;
+        self.plugin.load_state(t)
+    }
+
+    fn take_eval_stats(&mut self) -> Option<serde_json::Value> {
+        let mut v = self
+            .inner
+            .take_eval_stats()
+            .unwrap_or_else(|| serde_json::json!({}));
+        if let (Some(o), serde_json::Value::Object(irc)) =
+            (v.as_object_mut(), self.plugin.take_stats())
+        {
+            o.extend(irc);
+        }
+        Some(v)
     }
 }

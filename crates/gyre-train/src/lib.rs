@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bench_ops;
 pub mod checkpoint;
 pub mod cluster_bank;
+pub mod config;
 pub mod data_setup;
 pub mod ema;
 pub mod embed;
@@ -20,6 +21,7 @@ pub mod optim;
 pub mod plot;
 pub mod recipe;
 pub mod schedule;
+pub mod step;
 pub mod teacher;
 pub mod trainer;
 

@@ -1,10 +1,25 @@
-//! Training recipes in TOML: parsed with `deny_unknown_fields`, overridden with `--set a.b=v`, and
-//! validated field by field before anything is allocated. The resolved recipe is saved in the run.
+//! Training recipes in TOML: composed from files (`extends`, overlays), overridden with
+//! `--set a.b=v`, parsed with unknown keys refused, resolved (the method's and the plug-in's
+//! defaults filled in) and validated field by field before anything is allocated. The resolved
+//! recipe is saved in the run, so a run folder alone repeats or resumes it.
+//!
+//! This file names no method: `[method] name` selects an entry of [`crate::method::REGISTRY`],
+//! whose settings type owns the other `[method]` keys, their defaults and their checks.
+//!
+//! Composition — which value wins (later wins):
+//! 1. the files a recipe `extends` (a file name or a list, relative to the recipe's folder), in
+//!    order, each resolved the same way first;
+//! 2. the recipe file itself;
+//! 3. overlay files (`gyre train --overlay FILE`, repeatable), in order;
+//! 4. `--set section.key=value`, in order.
+//!
+//! Tables merge key by key, at any depth; any other value (a number, a string, an array)
+//! replaces the earlier one whole. An error names the file that set the offending key.
 
-use crate::optim::OptimKind;
-use crate::schedule::Decay;
+pub use crate::config::*;
+pub use crate::irc::IrcConfig;
+use crate::method::{MethodEntry, MethodEnv};
 use gyre_data::AugmentConfig;
-use gyre_encoders::Stem;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,549 +50,31 @@ pub enum RecipeError {
     Override { arg: String, problem: String },
 }
 
-/// The largest width a recipe may give a layer (head and predictor sizes).
-pub const MAX_WIDTH: usize = 1 << 16;
-/// The largest row count of a queue, memory, pool or cluster set.
-pub const MAX_ROWS: usize = 1 << 24;
-
-/// Which dataset to pretrain on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DataKind {
-    /// Fashion-MNIST's 10k test split, embedded in the binary: 8000 for pretraining (and the kNN
-    /// bank), 2000 as kNN queries.
-    FashionMnistEmbedded,
-    /// The full Fashion-MNIST split on disk.
-    FashionMnist,
-    /// CIFAR-10 in the official binary layout (`cifar-10-batches-bin`).
-    Cifar10,
-    /// CIFAR-100 in the official binary layout (`cifar-100-binary`), fine labels.
-    Cifar100,
-    /// CIFAR-10 as JPEG image folders (`cifar10-jpeg/{train,test}/<class>/*.jpg`).
-    Cifar10Jpeg,
-    /// Your own images: `root/<class>/<image>` (or `root/train/…` and `root/test/…`), or any
-    /// folder of images with `labelled = false`.
-    ImageFolder,
-}
-
-impl DataKind {
-    /// Image channels, when the kind fixes them.
-    pub fn channels(self) -> Option<usize> {
-        match self {
-            DataKind::FashionMnistEmbedded | DataKind::FashionMnist => Some(1),
-            DataKind::Cifar10 | DataKind::Cifar100 | DataKind::Cifar10Jpeg => Some(3),
-            DataKind::ImageFolder => None,
-        }
-    }
-}
-
-/// What the kNN monitor uses as its labelled bank.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KnnBank {
-    /// The images the run pretrains on (after `subset`).
-    Pretrain,
-    /// The dataset's whole training split.
-    Train,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataConfig {
-    pub kind: DataKind,
-    /// Folder of the dataset; default: searched (see `gyre_data::fashion_mnist::locate`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub root: Option<PathBuf>,
-    /// Pretrain on the first `subset` training images only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subset: Option<usize>,
-    /// Per-channel normalisation, in [0, 1] units. Default: the dataset's own — the published
-    /// values of Fashion-MNIST and CIFAR, or for image folders computed from the pretraining
-    /// images ([`crate::data_setup`]); the run's `recipe.toml` records what was used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mean: Option<Vec<f32>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub std: Option<Vec<f32>>,
-    #[serde(default = "d_bank")]
-    pub knn_bank: KnnBank,
-    /// Batches built ahead of the training step.
-    #[serde(default = "d_prefetch")]
-    pub prefetch: usize,
-    /// What an unusable sample (corrupt, truncated, not an image, wrong channels or size, an
-    /// empty class folder) does: `fail` stops naming the file, `skip` counts and reports it.
-    #[serde(default)]
-    pub on_bad_sample: gyre_data::OnBadSample,
-    /// Image folders: resize (shorter side) and centre-crop every image to this square size.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_size: Option<usize>,
-    /// Image folders: labels from the class folders (`false`: an unlabelled folder, no kNN).
-    #[serde(default = "d_true")]
-    pub labelled: bool,
-    /// Image folders and `cifar10-jpeg`: where decoded images live. `auto`: in memory when the
-    /// decoded set fits in `memory_budget_mb`, else decoded again every epoch; `memory`; `disk`
-    /// (decode every epoch, memory independent of the dataset's size).
-    #[serde(default)]
-    pub residency: ResidencyChoice,
-    /// The `auto` residency's budget for one split's decoded images, in MB (2^20 bytes).
-    #[serde(default = "d_budget")]
-    pub memory_budget_mb: u64,
-}
-
-/// `data.residency`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ResidencyChoice {
-    #[default]
-    Auto,
-    Memory,
-    Disk,
-}
-
-impl DataConfig {
-    /// The folder readers' residency for these settings.
-    pub fn residency(&self) -> gyre_data::Residency {
-        match self.residency {
-            ResidencyChoice::Auto => gyre_data::Residency::Auto {
-                budget_bytes: self.memory_budget_mb << 20,
-            },
-            ResidencyChoice::Memory => gyre_data::Residency::Memory,
-            ResidencyChoice::Disk => gyre_data::Residency::Disk,
-        }
-    }
-}
-
-fn d_budget() -> u64 {
-    4096
-}
-fn d_bank() -> KnnBank {
-    KnnBank::Pretrain
-}
-fn d_prefetch() -> usize {
-    2
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EncoderConfig {
-    /// `resnet-mini`, `resnet18`, `resnet34` or `resnet50`.
-    pub arch: String,
-    /// SplitBatchNorm sub-batches in the backbone (MoCo's CIFAR demo uses 8); 1 = plain BN.
-    #[serde(default = "d_one")]
-    pub bn_splits: usize,
-    /// Overrides the preset's stem.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stem: Option<Stem>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeadConfig {
-    pub hidden: usize,
-    pub output: usize,
-    /// Linear layers of the projector.
-    #[serde(default = "d_two")]
-    pub layers: usize,
-    /// BatchNorm on the hidden layers (SimCLR, BYOL, SimSiam); MoCo v2 and ReSSL have none.
-    #[serde(default = "d_true")]
-    pub batch_norm: bool,
-    /// A BatchNorm without affine parameters on the output (SimSiam).
-    #[serde(default)]
-    pub output_bn: bool,
-}
-fn d_two() -> usize {
-    2
-}
-
-impl HeadConfig {
-    /// The projector over features of width `input`.
-    pub fn projector(&self, input: usize) -> gyre_encoders::ProjectionHeadConfig {
-        gyre_encoders::ProjectionHeadConfig {
-            input,
-            hidden: self.hidden,
-            output: self.output,
-            layers: self.layers,
-            hidden_bn: self.batch_norm,
-            output_bn: self.output_bn,
-        }
-    }
-}
-
-/// The self-supervised methods gyre implements (docs/methods.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MethodName {
-    Simclr,
-    Mocov2,
-    Byol,
-    Simsiam,
-    Ressl,
-    Reco,
-    Interclr,
-}
-
-impl MethodName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MethodName::Simclr => "simclr",
-            MethodName::Mocov2 => "mocov2",
-            MethodName::Byol => "byol",
-            MethodName::Simsiam => "simsiam",
-            MethodName::Ressl => "ressl",
-            MethodName::Reco => "reco",
-            MethodName::Interclr => "interclr",
-        }
-    }
-
-    /// How many views the method's step takes, and what they are (for messages).
-    pub fn views(self) -> (usize, &'static str) {
-        match self {
-            MethodName::Ressl => (2, "the student's strong view, then the teacher's weak view"),
-            MethodName::Reco => (3, "query (strong), key (strong), weak key"),
-            _ => (2, "two views of each image"),
-        }
-    }
-
-    /// The `[method]` keys the method reads (besides `name` and `views`).
-    pub fn keys(self) -> &'static [&'static str] {
-        match self {
-            MethodName::Simclr => &["temperature"],
-            MethodName::Mocov2 => &[
-                "temperature",
-                "queue",
-                "momentum",
-                "momentum_final",
-                "symmetric",
-            ],
-            MethodName::Byol => &["momentum", "momentum_final", "predictor_hidden"],
-            MethodName::Simsiam => &["predictor_hidden"],
-            MethodName::Ressl => &[
-                "temperature",
-                "teacher_temperature",
-                "queue",
-                "momentum",
-                "momentum_final",
-                "predictor",
-                "predictor_hidden",
-                "nce_warmup_epochs",
-                "nce_temperature",
-            ],
-            MethodName::Reco => &[
-                "temperature",
-                "relation_temperature",
-                "teacher_temperature",
-                "queue",
-                "momentum",
-                "momentum_final",
-                "global_weight",
-                "local_weight",
-            ],
-            MethodName::Interclr => &[
-                "temperature",
-                "queue",
-                "momentum",
-                "momentum_final",
-                "intra_weight",
-                "inter_weight",
-                "margin",
-                "clusters",
-                "min_cluster",
-                "centroid_every",
-                "pool",
-                "negatives",
-                "kmeans_warmup_epochs",
-            ],
-        }
-    }
-}
-
-/// The method and its loss settings. Which keys a method reads, and their defaults (the
-/// published values of `methods.md`), are listed in docs/recipes.md; a key the named method does
-/// not read is an error.
+/// The `[method]` section: which method, its views, and the method's own keys — resolved by its
+/// settings type (every key, defaults included) when the recipe is parsed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MethodConfig {
-    pub name: Option<MethodName>,
+pub struct MethodSection {
+    /// A name in [`crate::method::REGISTRY`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The `[augment.*]` pipeline of each view, in order.
     #[serde(default)]
     pub views: Vec<String>,
-    /// τ of the contrastive loss (SimCLR, MoCo, ReCo's MoCo part, InterCLR); ReSSL's student τ_s.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f64>,
-    /// τ_t of the teacher's relation distribution (ReSSL, ReCo); 0.04.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub teacher_temperature: Option<f64>,
-    /// ReCo's student τ_s of the global relation; 0.1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub relation_temperature: Option<f64>,
-    /// K, rows of the queue (a multiple of the keys enqueued per step).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queue: Option<usize>,
-    /// EMA momentum of the teacher (at the start, when `momentum_final` is set).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub momentum: Option<f64>,
-    /// With it, the momentum follows BYOL's cosine schedule from `momentum` to this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub momentum_final: Option<f64>,
-    /// MoCo: the symmetric loss `(L(q1, k2) + L(q2, k1)) / 2`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub symmetric: Option<bool>,
-    /// ReSSL (TPAMI): an asymmetric predictor on the student [P].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub predictor: Option<bool>,
-    /// Hidden width of the predictor (BYOL, SimSiam, ReSSL's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub predictor_hidden: Option<usize>,
-    /// ReSSL (TPAMI): epochs over which InfoNCE cross-fades linearly into the relational loss [P].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nce_warmup_epochs: Option<f64>,
-    /// τ of that InfoNCE warm-up; 0.2.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nce_temperature: Option<f64>,
-    /// ReCo: λ1 (global relation) and λ2 (local interpolation); 1 and 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub global_weight: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local_weight: Option<f64>,
-    /// InterCLR: weights of the intra and inter terms; 0.75 and 0.25.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub intra_weight: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inter_weight: Option<f64>,
-    /// InterCLR: cosine margin on the inter positive; −0.5.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub margin: Option<f64>,
-    /// InterCLR: online k-means clusters, their minimum size, and the centroid refresh interval.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clusters: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_cluster: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub centroid_every: Option<usize>,
-    /// InterCLR: semi-hard pool size and negatives drawn from it per query.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pool: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub negatives: Option<usize>,
-    /// InterCLR: intra-only epochs before the first k-means.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kmeans_warmup_epochs: Option<usize>,
+    /// The method's own keys.
+    #[serde(flatten)]
+    pub settings: toml::Table,
 }
 
-impl MethodConfig {
-    /// The method (validation guarantees it is set).
-    pub fn kind(&self) -> MethodName {
-        self.name.unwrap_or(MethodName::Simclr)
+impl MethodSection {
+    /// The method's name (empty when unset: validation refuses that).
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
     }
 
-    /// The keys set in this section, for the "does the method read it" check.
-    fn set_keys(&self) -> Vec<&'static str> {
-        let mut k = Vec::new();
-        macro_rules! chk {
-            ($($f:ident),*) => {$( if self.$f.is_some() { k.push(stringify!($f)); } )*};
-        }
-        chk!(
-            temperature,
-            teacher_temperature,
-            relation_temperature,
-            queue,
-            momentum,
-            momentum_final,
-            symmetric,
-            predictor,
-            predictor_hidden,
-            nce_warmup_epochs,
-            nce_temperature,
-            global_weight,
-            local_weight,
-            intra_weight,
-            inter_weight,
-            margin,
-            clusters,
-            min_cluster,
-            centroid_every,
-            pool,
-            negatives,
-            kmeans_warmup_epochs
-        );
-        k
+    /// The registered method this section names.
+    pub fn entry(&self) -> Option<&'static MethodEntry> {
+        crate::method::lookup(self.name())
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OptimConfig {
-    pub name: OptimKind,
-    /// Base learning rate (per 256 images when `scale_lr_with_batch`).
-    pub lr: f64,
-    #[serde(default)]
-    pub momentum: f64,
-    #[serde(default)]
-    pub nesterov: bool,
-    #[serde(default)]
-    pub weight_decay: f64,
-    /// Exempt BatchNorm parameters and biases from weight decay.
-    #[serde(default)]
-    pub exclude_bn_bias: bool,
-    /// `lr · batch_size / 256` (Goyal et al.).
-    #[serde(default)]
-    pub scale_lr_with_batch: bool,
-    #[serde(default)]
-    pub warmup_epochs: f64,
-    #[serde(default = "d_decay")]
-    pub decay: Decay,
-    #[serde(default)]
-    pub final_lr: f64,
-    #[serde(default = "d_betas")]
-    pub betas: [f64; 2],
-    #[serde(default = "d_eps")]
-    pub eps: f64,
-    /// LARS trust coefficient η.
-    #[serde(default = "d_eta")]
-    pub eta: f64,
-    /// LARS: clip the layer-wise rate at the global one (solo-learn's CIFAR setting).
-    #[serde(default = "d_true")]
-    pub clip_lr: bool,
-}
-fn d_eta() -> f64 {
-    0.02
-}
-fn d_decay() -> Decay {
-    Decay::Cosine
-}
-fn d_betas() -> [f64; 2] {
-    [0.9, 0.999]
-}
-fn d_eps() -> f64 {
-    1e-8
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainConfig {
-    pub epochs: usize,
-    pub batch_size: usize,
-    /// Compute threads; 0 = one per core.
-    #[serde(default)]
-    pub threads: usize,
-    /// `cpu`, `cuda`, `cuda:N`, `metal` or `auto`.
-    #[serde(default = "d_device")]
-    pub device: String,
-    /// Log a step line to metrics.jsonl every this many steps.
-    #[serde(default = "d_log")]
-    pub log_every: usize,
-    /// Where run folders go.
-    #[serde(default = "d_out")]
-    pub out_dir: PathBuf,
-    /// Write a checkpoint every this many epochs (and always at the end).
-    #[serde(default = "d_one")]
-    pub checkpoint_every: usize,
-    /// Also every this many steps inside an epoch (0: off).
-    #[serde(default)]
-    pub checkpoint_every_steps: usize,
-    /// Keep the latest N checkpoints (N > 1: copies under `checkpoints/`).
-    #[serde(default = "d_one")]
-    pub keep_last: usize,
-    /// Keep the best checkpoint by kNN top-1 as `checkpoint-best.safetensors`.
-    #[serde(default)]
-    pub keep_best: bool,
-}
-fn d_device() -> String {
-    "cpu".into()
-}
-fn d_log() -> usize {
-    10
-}
-fn d_out() -> PathBuf {
-    PathBuf::from("runs")
-}
-fn d_one() -> usize {
-    1
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvalConfig {
-    /// Run the kNN monitor every this many epochs (0: only at the end).
-    #[serde(default = "d_one")]
-    pub knn_every: usize,
-    #[serde(default = "d_k")]
-    pub knn_k: usize,
-    #[serde(default = "d_t")]
-    pub knn_t: f64,
-    /// Also measure raw pixels and the random-init encoder once, for reference.
-    #[serde(default = "d_true")]
-    pub baselines: bool,
-}
-fn d_k() -> usize {
-    200
-}
-fn d_t() -> f64 {
-    0.1
-}
-fn d_true() -> bool {
-    true
-}
-
-/// The IRC plug-in (`[irc]`): an instance-level circulation view 1 → memory → view 2 closed by
-/// the identity (two views of one image are the Task S pair), with its own projection head, and
-/// optionally auto-paired extra positives for the base loss. See docs/methods.md.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IrcConfig {
-    /// λ_c, the weight of the circulation loss.
-    #[serde(default = "d_irc_weight")]
-    pub weight: f64,
-    /// τ_c of both hops of the walk.
-    #[serde(default = "d_irc_tau")]
-    pub temperature: f64,
-    /// K, rows of the memory the walk crosses (the middle group).
-    #[serde(default = "d_irc_memory")]
-    pub memory: usize,
-    /// The cycle's own projection head (kept apart from the base head, as the IRC code's
-    /// `final_cycle`).
-    #[serde(default = "d_irc_hidden")]
-    pub head_hidden: usize,
-    #[serde(default = "d_irc_out")]
-    pub head_output: usize,
-    /// Add auto-paired positives to the base loss.
-    #[serde(default)]
-    pub auto_pair: bool,
-    /// Weight of the auto-paired term (before the ramp).
-    #[serde(default = "d_irc_weight")]
-    pub auto_pair_weight: f64,
-    /// ρ: fraction of each batch's rows (most confident matches) that get an auto-paired positive.
-    #[serde(default = "d_irc_keep")]
-    pub keep_fraction: f64,
-    /// Fraction of training over which the auto-pair weight ramps from 0 to 1.
-    #[serde(default = "d_irc_ramp")]
-    pub ramp: f64,
-    /// Memory entries averaged per match (1: top-1).
-    #[serde(default = "d_irc_top_n")]
-    pub top_n: usize,
-}
-fn d_irc_weight() -> f64 {
-    1.0
-}
-fn d_irc_tau() -> f64 {
-    0.1
-}
-fn d_irc_memory() -> usize {
-    4096
-}
-fn d_irc_hidden() -> usize {
-    512
-}
-fn d_irc_out() -> usize {
-    128
-}
-fn d_irc_keep() -> f64 {
-    0.2
-}
-fn d_irc_ramp() -> f64 {
-    0.1
-}
-fn d_irc_top_n() -> usize {
-    1
 }
 
 /// A whole training recipe.
@@ -589,26 +86,167 @@ pub struct Recipe {
     pub name: String,
     #[serde(default)]
     pub seed: u64,
-    pub method: MethodConfig,
+    pub method: MethodSection,
     pub data: DataConfig,
     pub encoder: EncoderConfig,
     pub head: HeadConfig,
     pub augment: BTreeMap<String, AugmentConfig>,
     pub optim: OptimConfig,
     pub train: TrainConfig,
-    #[serde(default = "d_eval")]
+    #[serde(default)]
     pub eval: EvalConfig,
     /// The IRC plug-in; absent = off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub irc: Option<IrcConfig>,
 }
-fn d_eval() -> EvalConfig {
-    EvalConfig {
-        knn_every: 1,
-        knn_k: d_k(),
-        knn_t: d_t(),
-        baselines: true,
+
+/// Which file set each dotted key (the last layer that wrote it), for messages.
+#[derive(Debug, Clone, Default)]
+struct Provenance {
+    /// The main recipe file: keys nobody set (defaults, `--set`) are reported under it.
+    main: String,
+    keys: BTreeMap<String, String>,
+}
+
+impl Provenance {
+    /// The file that set `path`, or its nearest enclosing table, or the main file.
+    fn file_of(&self, path: &str) -> &str {
+        let mut p = path;
+        loop {
+            if let Some(f) = self.keys.get(p) {
+                return f;
+            }
+            match p.rfind('.') {
+                Some(i) => p = &p[..i],
+                None => return &self.main,
+            }
+        }
     }
+}
+
+/// Merges `from` into `into` (tables key by key, other values replaced) and records `file` for
+/// every key it writes.
+fn merge(
+    into: &mut toml::Table,
+    from: toml::Table,
+    file: &str,
+    prefix: &str,
+    prov: &mut Provenance,
+) {
+    for (k, v) in from {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b, file, &path, prov),
+            (_, v) => {
+                if let toml::Value::Table(t) = &v {
+                    let mut fresh = toml::Table::new();
+                    merge(&mut fresh, t.clone(), file, &path, prov);
+                    into.insert(k, toml::Value::Table(fresh));
+                } else {
+                    into.insert(k, v);
+                }
+                prov.keys.insert(path, file.to_string());
+            }
+        }
+    }
+}
+
+/// `line:column` (1-based) of a byte offset of `text`.
+fn line_col(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("{line}:{col}")
+}
+
+/// A TOML parser or deserialiser message on one line.
+fn one_line(message: &str) -> String {
+    message.trim().replace('\n', ": ")
+}
+
+/// Parses TOML text; a syntax error names `file:line:column`.
+fn parse_table(text: &str, file: &str) -> Result<toml::Table, RecipeError> {
+    toml::from_str(text).map_err(|e| match e.span() {
+        Some(span) => RecipeError::Parse {
+            file: format!("{file}:{}", line_col(text, span.start)),
+            problem: one_line(e.message()),
+        },
+        None => RecipeError::Parse {
+            file: file.to_string(),
+            problem: one_line(e.message()),
+        },
+    })
+}
+
+fn read_text(path: &Path) -> Result<String, RecipeError> {
+    std::fs::read_to_string(path).map_err(|source| RecipeError::Io {
+        file: path.display().to_string(),
+        source,
+    })
+}
+
+/// The layers of one file: what it `extends` (each resolved the same way, in order), then its
+/// own keys; `stack` holds the files being read, to refuse a cycle.
+fn layers_of(
+    table: toml::Table,
+    file: &str,
+    dir: Option<&Path>,
+    stack: &mut Vec<PathBuf>,
+) -> Result<Vec<(String, toml::Table)>, RecipeError> {
+    let mut table = table;
+    let mut out = Vec::new();
+    let bad = |problem: String| RecipeError::Invalid {
+        file: file.to_string(),
+        field: "extends".into(),
+        problem,
+    };
+    if let Some(ext) = table.remove("extends") {
+        let names: Vec<String> = match ext {
+            toml::Value::String(s) => vec![s],
+            toml::Value::Array(a) => a
+                .into_iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => Ok(s),
+                    other => Err(bad(format!("expected file names, got {other}"))),
+                })
+                .collect::<Result<_, _>>()?,
+            other => {
+                return Err(bad(format!(
+                    "expected a file name or a list of them, got {other}"
+                )))
+            }
+        };
+        let Some(dir) = dir else {
+            return Err(bad(
+                "a recipe that is not a file cannot extend another".into()
+            ));
+        };
+        for name in names {
+            let path = dir.join(&name);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+            let canon = path.canonicalize().unwrap_or_else(|_| path.clone());
+            if stack.contains(&canon) {
+                let chain: Vec<String> = stack
+                    .iter()
+                    .chain([&canon])
+                    .map(|p| p.display().to_string())
+                    .collect();
+                return Err(bad(format!("a cycle: {}", chain.join(" → "))));
+            }
+            let shown = path.display().to_string();
+            let inner = parse_table(&text, &shown)?;
+            stack.push(canon);
+            out.extend(layers_of(inner, &shown, path.parent(), stack)?);
+            stack.pop();
+        }
+    }
+    out.push((file.to_string(), table));
+    Ok(out)
 }
 
 /// Sets `path` (dotted) in a TOML table to `value`, creating tables on the way.
@@ -643,36 +281,90 @@ fn set_path(root: &mut toml::Table, arg: &str) -> Result<(), RecipeError> {
     Ok(())
 }
 
-/// `line:column` (1-based) of a byte offset of `text`.
-fn line_col(text: &str, offset: usize) -> String {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    format!("{line}:{col}")
-}
-
-/// A TOML parser or deserialiser message on one line.
-fn one_line(message: &str) -> String {
-    message.trim().replace('\n', ": ")
+/// Where a recipe comes from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources<'a> {
+    /// Overlay files applied after the recipe, in order.
+    pub overlays: &'a [PathBuf],
+    /// `--set` overrides, applied last.
+    pub overrides: &'a [String],
 }
 
 impl Recipe {
-    /// Parses TOML text (`file` names it in errors), applies `overrides`, and validates. Errors
-    /// name the file and, for invalid TOML, the line and column; for a bad value or key, its
-    /// dotted path (`optim.lr`, `augment.strong.size`).
+    /// Parses TOML text (`file` names it in errors and, when it is a path, is where `extends`
+    /// looks), applies `overrides`, resolves and validates.
     pub fn parse(text: &str, file: &str, overrides: &[String]) -> Result<Recipe, RecipeError> {
-        let perr = |problem: String| RecipeError::Parse {
-            file: file.to_string(),
-            problem,
-        };
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| match e.span() {
-            Some(span) => RecipeError::Parse {
-                file: format!("{file}:{}", line_col(text, span.start)),
-                problem: one_line(e.message()),
+        let dir = Path::new(file)
+            .parent()
+            .filter(|_| Path::new(file).is_file());
+        Self::compose(
+            text,
+            file,
+            dir,
+            &Sources {
+                overlays: &[],
+                overrides,
             },
-            None => perr(one_line(e.message())),
-        })?;
-        for o in overrides {
+        )
+    }
+
+    /// Reads a recipe file, applies `overrides`, resolves and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Recipe, RecipeError> {
+        Self::load_with(
+            path,
+            &Sources {
+                overlays: &[],
+                overrides,
+            },
+        )
+    }
+
+    /// Reads a recipe file with its overlays and overrides (see the module doc for which wins).
+    pub fn load_with(path: &Path, sources: &Sources) -> Result<Recipe, RecipeError> {
+        let text = read_text(path)?;
+        Self::compose(&text, &path.display().to_string(), path.parent(), sources)
+    }
+
+    /// The embedded default recipe, with overlays and overrides.
+    pub fn default_with(sources: &Sources) -> Result<Recipe, RecipeError> {
+        Self::compose(DEFAULT_RECIPE, DEFAULT_RECIPE_NAME, None, sources)
+    }
+
+    /// The embedded default recipe.
+    pub fn default_recipe(overrides: &[String]) -> Result<Recipe, RecipeError> {
+        Self::default_with(&Sources {
+            overlays: &[],
+            overrides,
+        })
+    }
+
+    fn compose(
+        text: &str,
+        file: &str,
+        dir: Option<&Path>,
+        sources: &Sources,
+    ) -> Result<Recipe, RecipeError> {
+        let mut prov = Provenance {
+            main: file.to_string(),
+            ..Default::default()
+        };
+        let mut stack: Vec<PathBuf> = dir
+            .map(|d| d.join(Path::new(file).file_name().unwrap_or_default()))
+            .and_then(|p| p.canonicalize().ok())
+            .into_iter()
+            .collect();
+        let mut layers = layers_of(parse_table(text, file)?, file, dir, &mut stack)?;
+        for o in sources.overlays {
+            let shown = o.display().to_string();
+            let table = parse_table(&read_text(o)?, &shown)?;
+            let mut ostack: Vec<PathBuf> = o.canonicalize().ok().into_iter().collect();
+            layers.extend(layers_of(table, &shown, o.parent(), &mut ostack)?);
+        }
+        let mut table = toml::Table::new();
+        for (f, layer) in layers {
+            merge(&mut table, layer, &f, "", &mut prov);
+        }
+        for o in sources.overrides {
             set_path(&mut table, o)?;
         }
         let named = table.contains_key("name");
@@ -681,16 +373,94 @@ impl Recipe {
                 let path = e.path().to_string();
                 let problem = one_line(e.inner().message());
                 if path == "." {
-                    perr(problem)
+                    RecipeError::Parse {
+                        file: prov.main.clone(),
+                        problem,
+                    }
                 } else {
-                    perr(format!("{path}: {problem}"))
+                    RecipeError::Parse {
+                        file: prov.file_of(&path).to_string(),
+                        problem: format!("{path}: {problem}"),
+                    }
                 }
             })?;
         if !named {
             recipe.name = recipe.default_name();
         }
-        recipe.validate(file)?;
+        recipe.resolve(&prov)?;
+        recipe.validate_with(&prov)?;
         Ok(recipe)
+    }
+
+    /// Fills in the method's and the plug-in's defaults (the method's settings type decides).
+    fn resolve(&mut self, prov: &Provenance) -> Result<(), RecipeError> {
+        let entry = self.method_entry(prov)?;
+        let resolved = entry
+            .resolve(&self.method.settings, &self.method_env())
+            .map_err(|e| method_error(prov, e))?;
+        self.method.settings = resolved;
+        if let Some(irc) = &self.irc {
+            self.irc = Some(irc.resolved());
+        }
+        Ok(())
+    }
+
+    fn method_entry(&self, prov: &Provenance) -> Result<&'static MethodEntry, RecipeError> {
+        self.method.entry().ok_or_else(|| {
+            let problem = match &self.method.name {
+                None => format!("missing: one of {}", crate::method::names().join(", ")),
+                Some(n) => format!(
+                    "unknown method `{n}`: expected one of {}",
+                    crate::method::names().join(", ")
+                ),
+            };
+            RecipeError::Invalid {
+                file: prov.file_of("method.name").to_string(),
+                field: "method.name".into(),
+                problem,
+            }
+        })
+    }
+
+    /// The recipe's method, wrapped in the IRC plug-in when the recipe has `[irc]`, for images of
+    /// `in_channels` channels and a pretraining set of `dataset_len` images (InterCLR's memory
+    /// bank has a row per image). The recipe must be valid (as parsing leaves it).
+    pub fn build_method(
+        &self,
+        in_channels: usize,
+        dataset_len: usize,
+        device: &gyre_kernels::Device,
+    ) -> anyhow::Result<Box<dyn crate::method::Method>> {
+        let entry = self.method.entry().ok_or_else(|| {
+            anyhow::anyhow!("method.name: unknown method `{}`", self.method.name())
+        })?;
+        let ctx = crate::method::BuildContext {
+            env: self.method_env(),
+            in_channels,
+            dataset_len,
+            device,
+        };
+        let method = entry.build(&self.method.settings, &ctx)?;
+        Ok(match &self.irc {
+            Some(cfg) => Box::new(crate::irc::Irc::new(
+                method,
+                cfg,
+                self.head.output,
+                self.seed,
+                device,
+            )?),
+            None => method,
+        })
+    }
+
+    /// What the method's settings are checked against.
+    pub fn method_env(&self) -> MethodEnv<'_> {
+        MethodEnv {
+            seed: self.seed,
+            batch_size: self.train.batch_size,
+            encoder: &self.encoder,
+            head: &self.head,
+        }
     }
 
     /// `<method>_<encoder.arch>_<data.kind>`, the name of a recipe that gives none.
@@ -699,7 +469,7 @@ impl Recipe {
             .ok()
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default();
-        let method = self.method.name.map_or("method", MethodName::as_str);
+        let method = self.method.name.as_deref().unwrap_or("method");
         format!("{method}_{}_{kind}", self.encoder.arch)
     }
 
@@ -712,30 +482,23 @@ impl Recipe {
             .or(self.data.mean.as_ref().map(Vec::len))
     }
 
-    /// Reads and parses a recipe file.
-    pub fn load(path: &Path, overrides: &[String]) -> Result<Recipe, RecipeError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Io {
-            file: file.clone(),
-            source,
-        })?;
-        Self::parse(&text, &file, overrides)
-    }
-
-    /// The embedded default recipe.
-    pub fn default_recipe(overrides: &[String]) -> Result<Recipe, RecipeError> {
-        Self::parse(DEFAULT_RECIPE, DEFAULT_RECIPE_NAME, overrides)
-    }
-
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a recipe always serialises")
     }
 
-    /// Checks every value; the error names the field.
+    /// Checks every value, the method's settings included; the error names `file` and the field.
+    /// A recipe built in code is checked by this before training.
     pub fn validate(&self, file: &str) -> Result<(), RecipeError> {
+        self.validate_with(&Provenance {
+            main: file.to_string(),
+            ..Default::default()
+        })
+    }
+
+    fn validate_with(&self, prov: &Provenance) -> Result<(), RecipeError> {
         let bad = |field: &str, problem: String| {
             Err(RecipeError::Invalid {
-                file: file.to_string(),
+                file: prov.file_of(field).to_string(),
                 field: field.to_string(),
                 problem,
             })
@@ -755,48 +518,18 @@ impl Recipe {
                 ),
             );
         }
-        let Some(method) = self.method.name else {
-            return bad(
-                "method.name",
-                "missing: one of simclr, mocov2, byol, simsiam, ressl, reco, interclr".into(),
-            );
-        };
-        for key in self.method.set_keys() {
-            if !method.keys().contains(&key) {
-                return bad(
-                    &format!("method.{key}"),
-                    format!(
-                        "{} does not use it (it reads: {})",
-                        method.as_str(),
-                        method.keys().join(", ")
-                    ),
-                );
-            }
-        }
-        let m = &self.method;
         // Sizes that allocate are bounded: a typo must not ask for more memory than exists.
-        let irc = self.irc.as_ref();
         for (field, v, max) in [
             ("head.hidden", Some(self.head.hidden), MAX_WIDTH),
             ("head.output", Some(self.head.output), MAX_WIDTH),
             ("head.layers", Some(self.head.layers), 64),
-            ("method.predictor_hidden", m.predictor_hidden, MAX_WIDTH),
-            ("method.queue", m.queue, MAX_ROWS),
-            ("method.pool", m.pool, MAX_ROWS),
-            ("method.negatives", m.negatives, MAX_ROWS),
-            ("method.clusters", m.clusters, MAX_ROWS),
-            ("irc.memory", irc.map(|i| i.memory), MAX_ROWS),
-            ("irc.head_hidden", irc.map(|i| i.head_hidden), MAX_WIDTH),
-            ("irc.head_output", irc.map(|i| i.head_output), MAX_WIDTH),
             ("train.batch_size", Some(self.train.batch_size), 1 << 20),
             ("train.threads", Some(self.train.threads), 4096),
             ("data.prefetch", Some(self.data.prefetch), 64),
             ("data.image_size", self.data.image_size, 1 << 14),
             (
                 "data.memory_budget_mb",
-                usize::try_from(self.data.memory_budget_mb)
-                    .ok()
-                    .or(Some(usize::MAX)),
+                Some(usize::try_from(self.data.memory_budget_mb).unwrap_or(usize::MAX)),
                 1 << 30,
             ),
         ] {
@@ -804,77 +537,17 @@ impl Recipe {
                 return bad(field, format!("must be at most {max}, got {v}"));
             }
         }
-        for (key, v) in [
-            ("temperature", m.temperature),
-            ("teacher_temperature", m.teacher_temperature),
-            ("relation_temperature", m.relation_temperature),
-            ("nce_temperature", m.nce_temperature),
-        ] {
-            if let Some(v) = v {
-                positive(&format!("method.{key}"), v)?;
-            }
+        let entry = self.method_entry(prov)?;
+        if let Err(e) = entry.resolve(&self.method.settings, &self.method_env()) {
+            return Err(method_error(prov, e));
         }
-        for (key, v) in [
-            ("global_weight", m.global_weight),
-            ("local_weight", m.local_weight),
-            ("intra_weight", m.intra_weight),
-            ("inter_weight", m.inter_weight),
-            ("nce_warmup_epochs", m.nce_warmup_epochs),
-        ] {
-            if let Some(v) = v.filter(|v| !(*v >= 0.0 && v.is_finite())) {
-                return bad(&format!("method.{key}"), format!("must be ≥ 0, got {v}"));
-            }
-        }
-        if let Some(v) = m.margin.filter(|v| !v.is_finite()) {
-            return bad("method.margin", format!("must be finite, got {v}"));
-        }
-        for (key, v) in [
-            ("momentum", m.momentum),
-            ("momentum_final", m.momentum_final),
-        ] {
-            if let Some(v) = v.filter(|v| !(0.0..=1.0).contains(v)) {
-                return bad(
-                    &format!("method.{key}"),
-                    format!("must be in [0, 1], got {v}"),
-                );
-            }
-        }
-        for (key, v) in [
-            ("predictor_hidden", m.predictor_hidden),
-            ("clusters", m.clusters),
-            ("centroid_every", m.centroid_every),
-            ("pool", m.pool),
-            ("negatives", m.negatives),
-        ] {
-            if v == Some(0) {
-                return bad(&format!("method.{key}"), "must be positive".into());
-            }
-        }
-        if let (Some(n), Some(p)) = (m.negatives, m.pool) {
-            if n > p {
-                return bad(
-                    "method.negatives",
-                    format!("{n} negatives cannot be drawn from a pool of {p}"),
-                );
-            }
-        }
-        if let Some(k) = m.queue {
-            // Keys enqueued per step: both views' keys for symmetric MoCo, one batch otherwise.
-            let per_step = self.train.batch_size * if m.symmetric == Some(true) { 2 } else { 1 };
-            if k == 0 || !k.is_multiple_of(per_step) {
-                return bad(
-                    "method.queue",
-                    format!("must be a positive multiple of the {per_step} keys enqueued per step, got {k}"),
-                );
-            }
-        }
-        let (n_views, what) = method.views();
+        let (n_views, what) = entry.views;
         if self.method.views.len() != n_views {
             return bad(
                 "method.views",
                 format!(
                     "{} needs {n_views} views ({what}), got {}",
-                    method.as_str(),
+                    entry.name,
                     self.method.views.len()
                 ),
             );
@@ -953,42 +626,8 @@ impl Recipe {
             );
         }
         if let Some(irc) = &self.irc {
-            positive("irc.temperature", irc.temperature)?;
-            if !(irc.weight >= 0.0 && irc.weight.is_finite()) {
-                return bad("irc.weight", format!("must be ≥ 0, got {}", irc.weight));
-            }
-            if !(irc.auto_pair_weight >= 0.0 && irc.auto_pair_weight.is_finite()) {
-                return bad(
-                    "irc.auto_pair_weight",
-                    format!("must be ≥ 0, got {}", irc.auto_pair_weight),
-                );
-            }
-            if irc.memory < self.train.batch_size {
-                return bad(
-                    "irc.memory",
-                    format!(
-                        "must hold at least one batch ({}), got {}",
-                        self.train.batch_size, irc.memory
-                    ),
-                );
-            }
-            if irc.head_hidden == 0 || irc.head_output == 0 {
-                return bad("irc", "head_hidden and head_output must be positive".into());
-            }
-            if !(irc.keep_fraction > 0.0 && irc.keep_fraction <= 1.0) {
-                return bad(
-                    "irc.keep_fraction",
-                    format!("must be in (0, 1], got {}", irc.keep_fraction),
-                );
-            }
-            if !(0.0..=1.0).contains(&irc.ramp) {
-                return bad("irc.ramp", format!("must be in [0, 1], got {}", irc.ramp));
-            }
-            if irc.top_n == 0 || irc.top_n > irc.memory {
-                return bad(
-                    "irc.top_n",
-                    format!("must be in 1..=memory, got {}", irc.top_n),
-                );
+            if let Err((field, problem)) = irc.check(self.train.batch_size) {
+                return bad(&field, problem);
             }
         }
         positive("optim.lr", self.optim.lr)?;
@@ -1076,216 +715,19 @@ impl Recipe {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_recipe_parses_and_round_trips() {
-        let r = Recipe::default_recipe(&[]).unwrap();
-        assert_eq!(r.method.kind(), MethodName::Simclr);
-        let again = Recipe::parse(&r.to_toml(), "resolved", &[]).unwrap();
-        assert_eq!(again.to_toml(), r.to_toml());
-    }
-
-    #[test]
-    fn overrides_apply_and_are_validated() {
-        let r = Recipe::default_recipe(&[
-            "train.epochs=3".into(),
-            "optim.lr = 0.5".into(),
-            "name=x".into(),
-        ])
-        .unwrap();
-        assert_eq!(r.train.epochs, 3);
-        assert_eq!(r.optim.lr, 0.5);
-        assert_eq!(r.name, "x");
-        let e = Recipe::default_recipe(&["optim.lr=-0.1".into()])
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            e,
-            "<embedded>/recipes/default.toml: optim.lr: must be a positive number, got -0.1"
-        );
-        let e = Recipe::default_recipe(&["optim.lr2=1".into()])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("optim.lr2: unknown field `lr2`"), "{e}");
-        let e = Recipe::default_recipe(&["train".into()])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("expected section.key=value"), "{e}");
-    }
-
-    #[test]
-    fn unknown_key_in_a_file_names_file_and_section() {
-        let text = DEFAULT_RECIPE.replace("[train]", "[train]\nepochz = 3");
-        let e = Recipe::parse(&text, "my.toml", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("my.toml: train.epochz: unknown field `epochz`"),
-            "{e}"
-        );
-        assert!(!e.contains('\n'), "one line: {e}");
-    }
-
-    /// Issue 19: an unknown section set from the command line is named as itself (it was
-    /// reported under `[augment.strong]`), a wrong type names its dotted path, and invalid TOML
-    /// names its line and column.
-    #[test]
-    fn errors_name_the_path_or_the_line_and_column() {
-        let e = Recipe::default_recipe(&["bogus.x=3".into()])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("<embedded>/recipes/default.toml: bogus: unknown field `bogus`"),
-            "{e}"
-        );
-        assert!(!e.contains("[augment"), "{e}");
-        let e = Recipe::default_recipe(&["augment.strong.size=\"big\"".into()])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("augment.strong.size: invalid type: string \"big\""),
-            "{e}"
-        );
-        let text = DEFAULT_RECIPE.replace("[train]\n", "[train]\nepochs = [1,\n");
-        let line = text.lines().position(|l| l == "epochs = [1,").unwrap() + 1;
-        let e = Recipe::parse(&text, "r.toml", &[]).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("r.toml:{}:", line + 1)), "{e}");
-        assert!(!e.contains('\n'), "one line: {e}");
-        let e = Recipe::parse("name = \"a\"", "r.toml", &[])
-            .unwrap_err()
-            .to_string();
-        assert_eq!(e, "r.toml: missing field `method`");
-    }
-
-    /// Issue 19: without a name the run is named after what it trains, so changing the data from
-    /// the command line renames it; without `data.mean` / `data.std` the dataset's own are used.
-    #[test]
-    fn names_and_normalisation_default_to_the_data() {
-        let r = Recipe::default_recipe(&[]).unwrap();
-        assert_eq!(r.name, "simclr_resnet-mini_fashion-mnist-embedded");
-        assert_eq!(r.data.mean, None);
-        let r = Recipe::default_recipe(&["data.kind=image-folder".into(), "data.root=/x".into()])
-            .unwrap();
-        assert_eq!(r.name, "simclr_resnet-mini_image-folder");
-        let e = Recipe::default_recipe(&["data.mean=[0.5]".into()])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("data.mean: set data.mean and data.std together"),
-            "{e}"
-        );
-        let r = Recipe::default_recipe(&["name=mine".into()]).unwrap();
-        assert_eq!(r.name, "mine");
-    }
-
-    #[test]
-    fn every_recipe_in_the_repo_parses_and_round_trips() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
-        let mut seen = std::collections::BTreeSet::new();
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "toml") {
-                let r = Recipe::load(&p, &[]).unwrap_or_else(|e| panic!("{e}"));
-                let again = Recipe::parse(&r.to_toml(), "resolved", &[]).unwrap();
-                assert_eq!(again.to_toml(), r.to_toml(), "{}", p.display());
-                seen.insert(r.method.kind().as_str());
-            }
-        }
-        // Every method has a recipe.
-        for m in [
-            "simclr", "mocov2", "byol", "simsiam", "ressl", "reco", "interclr",
-        ] {
-            assert!(seen.contains(m), "no recipe for {m}");
-        }
-    }
-
-    /// Issue 19: docs/recipes.md names every key the parser accepts (it had left out six).
-    #[test]
-    fn docs_recipes_md_names_every_key() {
-        let doc = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/recipes.md"),
-        )
-        .unwrap();
-        // The default recipe with every optional key set; its leaf keys, plus every method key.
-        let mut r = Recipe::default_recipe(&[]).unwrap();
-        r.data.root = Some("x".into());
-        r.data.subset = Some(1);
-        r.data.image_size = Some(1);
-        r.data.mean = Some(vec![0.5]);
-        r.data.std = Some(vec![0.5]);
-        r.encoder.stem = Some(Stem::Cifar);
-        r.irc = Some(toml::from_str("").unwrap());
-        fn leaves(v: &toml::Value, out: &mut Vec<String>) {
-            if let toml::Value::Table(t) = v {
-                for (k, v) in t {
-                    if v.is_table() {
-                        leaves(v, out);
-                    } else {
-                        out.push(k.clone());
-                    }
-                }
-            }
-        }
-        let mut keys = Vec::new();
-        leaves(
-            &toml::Value::Table(toml::from_str(&r.to_toml()).unwrap()),
-            &mut keys,
-        );
-        for m in [
-            MethodName::Simclr,
-            MethodName::Mocov2,
-            MethodName::Byol,
-            MethodName::Simsiam,
-            MethodName::Ressl,
-            MethodName::Reco,
-            MethodName::Interclr,
-        ] {
-            keys.extend(m.keys().iter().map(|k| k.to_string()));
-        }
-        let missing: Vec<&String> = keys
-            .iter()
-            .filter(|k| !doc.contains(&format!("`{k}`")))
-            .collect();
-        assert!(missing.is_empty(), "docs/recipes.md lacks {missing:?}");
-        assert!(keys.len() > 60, "{keys:?}");
-    }
-
-    #[test]
-    fn method_keys_are_checked_against_the_method() {
-        let e = |sets: &[&str]| {
-            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-            Recipe::default_recipe(&sets).unwrap_err().to_string()
-        };
-        assert_eq!(
-            e(&["method.queue=4096"]),
-            "<embedded>/recipes/default.toml: method.queue: simclr does not use it (it reads: temperature)"
-        );
-        let moco = ["method.name=mocov2", "train.batch_size=128"];
-        assert!(e(&[&moco[..], &["method.queue=1000"]].concat()).contains(
-            "method.queue: must be a positive multiple of the 128 keys enqueued per step"
-        ));
-        assert!(
-            e(&[&moco[..], &["method.queue=128", "method.symmetric=true"]].concat())
-                .contains("multiple of the 256 keys")
-        );
-        assert!(e(&[&moco[..], &["method.momentum=1.5"]].concat())
-            .contains("method.momentum: must be in [0, 1], got 1.5"));
-        assert!(e(&["method.name=reco"]).contains(
-            "method.views: reco needs 3 views (query (strong), key (strong), weak key), got 2"
-        ));
-        assert!(e(&["method.name=dino"]).contains("unknown variant `dino`"));
-        assert!(e(&["encoder.bn_splits=3"]).contains("encoder.bn_splits: must divide"));
-        assert!(e(&["method.name=byol", "method.temperature=0.1"])
-            .contains("method.temperature: byol does not use it"));
-        let ok = Recipe::default_recipe(&[
-            "method.name=mocov2".into(),
-            "method.queue=512".into(),
-            "method.symmetric=true".into(),
-        ])
-        .unwrap();
-        assert_eq!(ok.method.queue, Some(512));
+/// A method settings error as a recipe error, naming the file that set the key.
+fn method_error(prov: &Provenance, e: crate::method::SettingsError) -> RecipeError {
+    let field = if e.key.is_empty() {
+        "method".to_string()
+    } else {
+        format!("method.{}", e.key)
+    };
+    RecipeError::Invalid {
+        file: prov.file_of(&field).to_string(),
+        field,
+        problem: e.problem,
     }
 }
+
+#[cfg(test)]
+mod tests;

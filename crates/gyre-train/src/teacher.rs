@@ -8,7 +8,7 @@
 //! permutation is drawn from the run's seed and the step, so runs repeat exactly.
 
 use crate::ema::{EmaTeacher, MomentumSchedule};
-use crate::method::StepContext;
+use crate::step::StepContext;
 use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
 use rand::seq::SliceRandom;
@@ -32,6 +32,8 @@ pub struct MomentumEncoder {
     shuffle: bool,
     /// The momentum of the last update (for the step log).
     pub last_momentum: f64,
+    /// The step of the last update: a forward pass is refused before this step's update.
+    updated_at: Option<u64>,
 }
 
 impl MomentumEncoder {
@@ -64,6 +66,7 @@ impl MomentumEncoder {
             seed,
             shuffle,
             last_momentum: f64::NAN,
+            updated_at: None,
         })
     }
 
@@ -96,12 +99,20 @@ impl MomentumEncoder {
         let m = self.schedule.at(ctx.step, ctx.total_steps);
         self.ema.update(m)?;
         self.last_momentum = m;
+        self.updated_at = Some(ctx.step);
         Ok(())
     }
 
     /// The teacher's features and embeddings of `x` (train-mode BatchNorm, as the references),
-    /// detached; `stream` separates several teacher passes of one step (distinct shuffles).
+    /// detached; `stream` separates several teacher passes of one step (distinct shuffles). An
+    /// error before this step's [`Self::update`]: the update comes first (methods.md §9.9).
     pub fn encode(&self, x: &Tensor, ctx: StepContext, stream: u64) -> Result<TeacherOutput> {
+        if self.updated_at != Some(ctx.step) {
+            gyre_kernels::candle::bail!(
+                "teacher: forward pass at step {} before its EMA update",
+                ctx.step
+            );
+        }
         let n = x.dim(0)?;
         let dev = x.device();
         let (xin, unperm) = if self.shuffle {
@@ -147,8 +158,8 @@ mod tests {
         let hc = ProjectionHeadConfig::new(online.feature_dim(), 16, 8);
         let head = ProjectionHead::new(hc, 7, "projector", &dev)?;
         let sched = MomentumSchedule::Constant(0.99);
-        let plain = MomentumEncoder::new(&online, &head, hc, sched, 0, false, &dev)?;
-        let shuffled = MomentumEncoder::new(&online, &head, hc, sched, 0, true, &dev)?;
+        let mut plain = MomentumEncoder::new(&online, &head, hc, sched, 0, false, &dev)?;
+        let mut shuffled = MomentumEncoder::new(&online, &head, hc, sched, 0, true, &dev)?;
         let x = Tensor::randn(0f32, 1.0, (4, 1, 12, 12), &dev)?;
         let ctx = StepContext {
             step: 3,
@@ -156,6 +167,12 @@ mod tests {
             steps_per_epoch: 5,
         };
         let want = head.forward_t(&online.forward_t(&x, true)?, true)?;
+        // The update order is enforced: no forward pass before this step's EMA update.
+        let e = plain.encode(&x, ctx, 0).err().expect("refused").to_string();
+        assert!(e.contains("before its EMA update"), "{e}");
+        // A copy updated towards itself stays the copy.
+        plain.update(ctx)?;
+        shuffled.update(ctx)?;
         let got = plain.encode(&x, ctx, 0)?.embeddings;
         let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "copy differs by {diff}");

@@ -5,11 +5,12 @@ use crate::checkpoint::{self, CheckpointState};
 use crate::data_setup::{self, RunData};
 use crate::eval::{knn_eval, pixel_features};
 use crate::knn::{effective_k, knn_top1};
-use crate::method::{self, Method, StepContext};
+use crate::method::Method;
 use crate::metrics::{embedding_std, peak_rss_mb, utc_stamp, MetricsLog};
 use crate::optim::{OptimSettings, Optimizer};
 use crate::recipe::Recipe;
 use crate::schedule::LrSchedule;
+use crate::step::StepContext;
 use anyhow::Context;
 use gyre_data::{Loader, LoaderConfig, ViewPipeline};
 use gyre_kernels::{Device, Tensor};
@@ -248,7 +249,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
     let recipe = &resolved;
     let channels = pretrain.channels;
 
-    let mut method: Box<dyn Method> = method::build(recipe, channels, pretrain.len(), &device)?;
+    let mut method: Box<dyn Method> = recipe.build_method(channels, pretrain.len(), &device)?;
     let views = recipe
         .method
         .views

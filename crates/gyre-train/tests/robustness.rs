@@ -564,7 +564,7 @@ fn mutated_recipes_are_errors_or_valid_plans_never_panics() {
                     // A valid plan allocates: the method builds from it (for 20000 images, the
                     // FMNIST protocol's), or says in one line why it cannot.
                     let c = r.in_channels().unwrap_or(3);
-                    gyre_train::method::build(&r, c, 20_000, &gyre_kernels::Device::Cpu)
+                    r.build_method(c, 20_000, &gyre_kernels::Device::Cpu)
                         .map(|_| ())
                         .map_err(|e| format!("{e:#}"))
                 })
@@ -626,7 +626,7 @@ fn boundary_values_at_every_key_are_errors_or_valid_plans() {
                 let r = std::panic::catch_unwind(|| {
                     gyre_train::Recipe::parse(&text, "edge.toml", &[]).map(|r| {
                         let c = r.in_channels().unwrap_or(3);
-                        gyre_train::method::build(&r, c, 20_000, &gyre_kernels::Device::Cpu)
+                        r.build_method(c, 20_000, &gyre_kernels::Device::Cpu)
                             .map(|_| ())
                             .map_err(|e| format!("{e:#}"))
                     })

@@ -5,46 +5,77 @@
 //! forward pass (BatchNorm statistics per view, as solo-learn); the target runs without
 //! Shuffle-BN, as the reference.
 //!
-//! With `[irc]`: the walk runs online view-1 features → the plug-in's memory → online view-2
-//! features; the memory's base entries are the target's view-2 projections, and an auto-paired
-//! positive is one more BYOL regression target for the query's prediction `p1`.
+//! As the IRC pair: both views' online features; the memory keeps the target's view-2
+//! projections, and an auto-paired positive is one more BYOL regression target for `p1`.
 
-use super::{Method, Online, StepContext, StepOutput};
-use crate::irc::IrcPlugin;
-use crate::recipe::Recipe;
+use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError};
+use crate::step::{PairHooks, StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
-use gyre_kernels::{Device, Result, Tensor};
+use gyre_kernels::{Result, Tensor};
 use gyre_losses::byol_loss;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+
+/// `[method] name = "byol"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ByolSettings {
+    /// Target momentum at the start of training.
+    pub momentum: f64,
+    /// Target momentum at the end (cosine schedule); none: constant.
+    pub momentum_final: Option<f64>,
+    /// Hidden width of the predictor; default `head.hidden`.
+    pub predictor_hidden: Option<usize>,
+}
+
+impl Default for ByolSettings {
+    fn default() -> Self {
+        Self {
+            momentum: 0.99,
+            momentum_final: Some(1.0),
+            predictor_hidden: None,
+        }
+    }
+}
+
+impl MethodSettings for ByolSettings {
+    const NAME: &'static str = "byol";
+
+    fn resolve(&mut self, env: &MethodEnv) {
+        self.predictor_hidden.get_or_insert(env.head.hidden);
+    }
+
+    fn check(&self, _env: &MethodEnv) -> std::result::Result<(), SettingsError> {
+        check::momentum(self.momentum, self.momentum_final)?;
+        check::width("predictor_hidden", self.predictor_hidden.unwrap_or(1))
+    }
+
+    fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
+        let mut o = Online::new(ctx)?;
+        let hidden = self.predictor_hidden.unwrap_or(o.head_cfg.hidden);
+        let predictor = o.predictor(hidden, ctx)?;
+        let teacher = o.teacher(self.momentum, self.momentum_final, false, ctx)?;
+        Ok(Box::new(Byol {
+            backbone: o.backbone,
+            projector: o.head,
+            predictor,
+            teacher,
+            params: o.params,
+        }))
+    }
+}
 
 pub struct Byol {
     backbone: ResNet,
     projector: ProjectionHead,
     predictor: ProjectionHead,
     teacher: MomentumEncoder,
-    irc: Option<IrcPlugin>,
     params: ParamStore,
 }
 
 impl Byol {
-    pub fn new(recipe: &Recipe, in_channels: usize, device: &Device) -> anyhow::Result<Self> {
-        let mut o = Online::new(recipe, in_channels, device)?;
-        let hidden = recipe.method.predictor_hidden.unwrap_or(o.head_cfg.hidden);
-        let predictor = o.predictor(hidden, recipe.seed, device)?;
-        let teacher = o.teacher(recipe, Some(1.0), false, device)?;
-        let irc = o.irc(recipe, device)?;
-        Ok(Self {
-            backbone: o.backbone,
-            projector: o.head,
-            predictor,
-            teacher,
-            irc,
-            params: o.params,
-        })
-    }
-
     /// Backbone features and the prediction of one view.
     fn predict(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let f = self.backbone.forward_t(x, true)?;
@@ -55,7 +86,7 @@ impl Byol {
 
 impl Method for Byol {
     fn name(&self) -> &'static str {
-        "byol"
+        ByolSettings::NAME
     }
 
     fn params(&self) -> &ParamStore {
@@ -67,43 +98,32 @@ impl Method for Byol {
     }
 
     fn state(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut v = self.teacher.state();
-        if let Some(irc) = &self.irc {
-            v.extend(irc.state()?);
-        }
-        Ok(v)
+        Ok(self.teacher.state())
     }
 
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
-        self.teacher.load_state(t)?;
-        match self.irc.as_mut() {
-            Some(irc) => irc.load_state(t),
-            None => Ok(()),
-        }
+        self.teacher.load_state(t)
     }
 
-    fn take_eval_stats(&mut self) -> Option<serde_json::Value> {
-        self.irc.as_mut().map(|i| i.take_stats())
-    }
-
-    fn step(&mut self, views: &[Tensor], batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
+    fn step(&mut self, views: &[Tensor], _batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
         self.teacher.update(ctx)?;
         let t1 = self.teacher.encode(&views[0], ctx, 0)?.embeddings;
         let t2 = self.teacher.encode(&views[1], ctx, 1)?.embeddings;
         let (f1, p1) = self.predict(&views[0])?;
         let (f2, p2) = self.predict(&views[1])?;
-        let mut loss = (byol_loss(&p1, &t2)? + byol_loss(&p2, &t1)?)?;
-        let mut logs = vec![("momentum", self.teacher.last_momentum)];
-        if let Some(irc) = self.irc.as_mut() {
-            let f = Tensor::cat(&[&f1, &f2], 0)?;
-            loss = irc.add_to(loss, &f, &t2, batch, ctx, &mut logs, |p| {
-                byol_loss(&p.queries(&p1)?, &p.positives)
-            })?;
-        }
+        let loss = (byol_loss(&p1, &t2)? + byol_loss(&p2, &t1)?)?;
+        let q = p1.clone();
         Ok(StepOutput {
             loss,
-            logs,
+            logs: vec![("momentum", self.teacher.last_momentum)],
             embeddings: p1,
+            pair: Some(PairHooks {
+                view1: f1,
+                view2: f2,
+                view2_index: 1,
+                base_v2: t2,
+                pair_loss: Box::new(move |p| byol_loss(&p.queries(&q)?, &p.positives)),
+            }),
         })
     }
 }

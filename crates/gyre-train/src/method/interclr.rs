@@ -14,22 +14,136 @@
 //! centroids every `centroid_every` steps and keep every cluster at `min_cluster` members or more.
 //! Rows the warm-up epoch never visits (a dropped last partial batch) keep their noise.
 //!
-//! With `[irc]`: the walk runs the query's online features → the plug-in's memory (its own FIFO,
-//! not the dataset-sized bank) → the key view's teacher features; the memory's base entries are
-//! the keys, and an auto-paired positive is one more intra-branch InfoNCE positive against the
-//! queue at T (as MoCo v2).
+//! As the IRC pair: the query's online features and the key view's teacher features (the
+//! plug-in keeps its own FIFO, not the dataset-sized bank); the memory keeps the keys, and an
+//! auto-paired positive is one more intra-branch InfoNCE positive against the queue at T (as
+//! MoCo v2).
 
-use super::{Method, Online, StepContext, StepOutput};
+use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError};
 use crate::bank::FifoBank;
 use crate::cluster_bank::ClusterBank;
-use crate::irc::IrcPlugin;
-use crate::recipe::Recipe;
+use crate::step::{PairHooks, StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
-use gyre_kernels::{Device, Result, Tensor};
+use gyre_kernels::{Result, Tensor};
 use gyre_losses::{info_nce, inter_loss, l2_normalize};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+
+/// `[method] name = "interclr"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InterClrSettings {
+    /// T of both terms.
+    pub temperature: f64,
+    /// K, rows of the intra term's queue.
+    pub queue: usize,
+    pub momentum: f64,
+    pub momentum_final: Option<f64>,
+    pub intra_weight: f64,
+    pub inter_weight: f64,
+    /// Cosine margin on the inter positive.
+    pub margin: f64,
+    /// Online k-means clusters, their minimum size, and the centroid refresh interval (steps).
+    pub clusters: usize,
+    pub min_cluster: usize,
+    pub centroid_every: usize,
+    /// Semi-hard pool size, and negatives drawn from it per query.
+    pub pool: usize,
+    pub negatives: usize,
+    /// Intra-only epochs before the first k-means [P].
+    pub kmeans_warmup_epochs: usize,
+}
+
+impl Default for InterClrSettings {
+    fn default() -> Self {
+        Self {
+            temperature: 0.2,
+            queue: 4096,
+            momentum: 0.99,
+            momentum_final: None,
+            intra_weight: 0.75,
+            inter_weight: 0.25,
+            margin: -0.5,
+            clusters: 100,
+            min_cluster: 20,
+            centroid_every: 10,
+            pool: 10000,
+            negatives: 4096,
+            kmeans_warmup_epochs: 1,
+        }
+    }
+}
+
+impl MethodSettings for InterClrSettings {
+    const NAME: &'static str = "interclr";
+
+    fn check(&self, env: &MethodEnv) -> std::result::Result<(), SettingsError> {
+        check::positive("temperature", self.temperature)?;
+        check::non_negative("intra_weight", self.intra_weight)?;
+        check::non_negative("inter_weight", self.inter_weight)?;
+        if !self.margin.is_finite() {
+            return Err(SettingsError::new(
+                "margin",
+                format!("must be finite, got {}", self.margin),
+            ));
+        }
+        check::momentum(self.momentum, self.momentum_final)?;
+        check::rows("clusters", self.clusters)?;
+        check::rows("centroid_every", self.centroid_every)?;
+        check::rows("pool", self.pool)?;
+        check::rows("negatives", self.negatives)?;
+        // With the defaults too: a pool left at 10000 cannot give 20000 negatives.
+        if self.negatives > self.pool {
+            return Err(SettingsError::new(
+                "negatives",
+                format!(
+                    "{} negatives cannot be drawn from a pool of {}",
+                    self.negatives, self.pool
+                ),
+            ));
+        }
+        check::queue("queue", self.queue, env.batch_size)
+    }
+
+    fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
+        let o = Online::new(ctx)?;
+        let teacher = o.teacher(self.momentum, self.momentum_final, true, ctx)?;
+        let (clusters, min_cluster, n) = (self.clusters, self.min_cluster, ctx.dataset_len);
+        if clusters * min_cluster > n {
+            anyhow::bail!(
+                "method.clusters: {clusters} clusters of at least {min_cluster} (method.min_cluster) need {} images, the dataset has {n}",
+                clusters * min_cluster
+            );
+        }
+        let seed = ctx.env.seed;
+        let memory = ClusterBank::new(
+            n,
+            o.head_cfg.output,
+            clusters,
+            min_cluster,
+            self.centroid_every,
+            seed,
+        );
+        Ok(Box::new(InterClr {
+            queue: FifoBank::with_noise(self.queue, &[o.head_cfg.output], seed),
+            backbone: o.backbone,
+            head: o.head,
+            teacher,
+            memory,
+            pending: None,
+            tau: self.temperature,
+            intra_weight: self.intra_weight,
+            inter_weight: self.inter_weight,
+            margin: self.margin,
+            pool: self.pool,
+            negatives: self.negatives,
+            kmeans_warmup_epochs: self.kmeans_warmup_epochs,
+            params: o.params,
+        }))
+    }
+}
 
 pub struct InterClr {
     backbone: ResNet,
@@ -38,7 +152,6 @@ pub struct InterClr {
     queue: FifoBank,
     memory: ClusterBank,
     pending: Option<(Tensor, Vec<usize>)>,
-    irc: Option<IrcPlugin>,
     tau: f64,
     intra_weight: f64,
     inter_weight: f64,
@@ -49,57 +162,9 @@ pub struct InterClr {
     params: ParamStore,
 }
 
-impl InterClr {
-    /// `dataset_len` sizes the memory bank (one row per pretraining image).
-    pub fn new(
-        recipe: &Recipe,
-        in_channels: usize,
-        dataset_len: usize,
-        device: &Device,
-    ) -> anyhow::Result<Self> {
-        let m = &recipe.method;
-        let mut o = Online::new(recipe, in_channels, device)?;
-        let teacher = o.teacher(recipe, None, true, device)?;
-        let irc = o.irc(recipe, device)?;
-        let clusters = m.clusters.unwrap_or(100);
-        let min_cluster = m.min_cluster.unwrap_or(20);
-        if clusters * min_cluster > dataset_len {
-            anyhow::bail!(
-                "method.clusters: {clusters} clusters of at least {min_cluster} (method.min_cluster) need {} images, the dataset has {dataset_len}",
-                clusters * min_cluster
-            );
-        }
-        let memory = ClusterBank::new(
-            dataset_len,
-            o.head_cfg.output,
-            clusters,
-            min_cluster,
-            m.centroid_every.unwrap_or(10),
-            recipe.seed,
-        );
-        Ok(Self {
-            queue: FifoBank::with_noise(m.queue.unwrap_or(4096), &[o.head_cfg.output], recipe.seed),
-            backbone: o.backbone,
-            head: o.head,
-            teacher,
-            memory,
-            pending: None,
-            irc,
-            tau: m.temperature.unwrap_or(0.2),
-            intra_weight: m.intra_weight.unwrap_or(0.75),
-            inter_weight: m.inter_weight.unwrap_or(0.25),
-            margin: m.margin.unwrap_or(-0.5),
-            pool: m.pool.unwrap_or(10000),
-            negatives: m.negatives.unwrap_or(4096),
-            kmeans_warmup_epochs: m.kmeans_warmup_epochs.unwrap_or(1),
-            params: o.params,
-        })
-    }
-}
-
 impl Method for InterClr {
     fn name(&self) -> &'static str {
-        "interclr"
+        InterClrSettings::NAME
     }
 
     fn params(&self) -> &ParamStore {
@@ -123,7 +188,7 @@ impl Method for InterClr {
             ("momentum", self.teacher.last_momentum),
             ("label_change", self.memory.change_ratio),
         ];
-        let mut loss = if self.memory.ready {
+        let loss = if self.memory.ready {
             let (n, d) = (self.memory.len(), self.memory.dim());
             let bank = Tensor::from_slice(self.memory.rows(), (n, d), dev)?;
             let sims = l2_normalize(&q.detach())?
@@ -140,18 +205,21 @@ impl Method for InterClr {
         } else {
             intra
         };
-        if let Some(irc) = self.irc.as_mut() {
-            let f = Tensor::cat(&[&f_q, &key.features], 0)?;
-            let tau = self.tau;
-            loss = irc.add_to(loss, &f, &k, batch, ctx, &mut logs, |p| {
-                info_nce(&p.queries(&q)?, &p.positives, &queue, tau)
-            })?;
-        }
         self.pending = Some((l2_normalize(&k)?, batch.indices.clone()));
+        let (query, tau) = (q.clone(), self.tau);
         Ok(StepOutput {
             loss,
             logs,
             embeddings: q,
+            pair: Some(PairHooks {
+                view1: f_q,
+                view2: key.features,
+                view2_index: 1,
+                base_v2: k,
+                pair_loss: Box::new(move |p| {
+                    info_nce(&p.queries(&query)?, &p.positives, &queue, tau)
+                }),
+            }),
         })
     }
 
@@ -159,20 +227,13 @@ impl Method for InterClr {
         let mut v = self.teacher.state();
         v.extend(self.queue.state("queue")?);
         v.extend(self.memory.state("memory")?);
-        if let Some(irc) = &self.irc {
-            v.extend(irc.state()?);
-        }
         Ok(v)
     }
 
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
         self.teacher.load_state(t)?;
         self.queue.load_state("queue", t)?;
-        self.memory.load_state("memory", t)?;
-        match self.irc.as_mut() {
-            Some(irc) => irc.load_state(t),
-            None => Ok(()),
-        }
+        self.memory.load_state("memory", t)
     }
 
     fn after_step(&mut self, ctx: StepContext) -> Result<()> {
@@ -190,15 +251,9 @@ impl Method for InterClr {
 
     fn take_eval_stats(&mut self) -> Option<serde_json::Value> {
         let sizes = self.memory.sizes();
-        let mut v = serde_json::json!({
+        Some(serde_json::json!({
             "clusters_min_size": sizes.iter().min(),
             "clusters_max_size": sizes.iter().max(),
-        });
-        if let (Some(irc), Some(o)) = (self.irc.as_mut(), v.as_object_mut()) {
-            if let serde_json::Value::Object(stats) = irc.take_stats() {
-                o.extend(stats);
-            }
-        }
-        Some(v)
+        }))
     }
 }

@@ -8,21 +8,63 @@
 //! `L = (L(q1, k2) + L(q2, k1)) / 2` — the demo sums the two terms; gyre averages them, as
 //! `methods.md` §1.2 — and both keys are enqueued, so K must be a multiple of 2B.
 //!
-//! With `[irc]`: the walk runs view-1 online features → the plug-in's memory → view-2 features
-//! (online when symmetric, the key encoder's otherwise, detached). With auto-pairing, each kept
-//! query gets `w · auto_pair_weight · InfoNCE(q1[i], m(i), queue)`: the matched memory entry's
-//! base embedding is its positive, the queue its negatives.
+//! As the IRC pair: view-1 online features and view-2 features (online when symmetric, the key
+//! encoder's otherwise, detached); the memory keeps the view-2 keys, and an auto-paired positive
+//! is `InfoNCE(q1[i], m(i), queue)`: the matched entry is the positive, the queue the negatives.
 
-use super::{Method, Online, StepContext, StepOutput};
+use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError};
 use crate::bank::FifoBank;
-use crate::irc::IrcPlugin;
-use crate::recipe::Recipe;
+use crate::step::{PairHooks, StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
-use gyre_kernels::{Device, Result, Tensor};
+use gyre_kernels::{Result, Tensor};
 use gyre_losses::{info_nce, l2_normalize};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+
+/// `[method] name = "mocov2"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MocoSettings {
+    /// InfoNCE τ.
+    pub temperature: f64,
+    /// K, rows of the queue (a multiple of the keys enqueued per step).
+    pub queue: usize,
+    /// EMA momentum of the key encoder (at the start, when `momentum_final` is set).
+    pub momentum: f64,
+    /// With it, the momentum follows BYOL's cosine schedule from `momentum` to this.
+    pub momentum_final: Option<f64>,
+    /// The symmetric loss `(L(q1, k2) + L(q2, k1)) / 2`, both keys enqueued.
+    pub symmetric: bool,
+}
+
+impl Default for MocoSettings {
+    fn default() -> Self {
+        Self {
+            temperature: 0.1,
+            queue: 4096,
+            momentum: 0.99,
+            momentum_final: None,
+            symmetric: false,
+        }
+    }
+}
+
+impl MethodSettings for MocoSettings {
+    const NAME: &'static str = "mocov2";
+
+    fn check(&self, env: &MethodEnv) -> std::result::Result<(), SettingsError> {
+        check::positive("temperature", self.temperature)?;
+        check::momentum(self.momentum, self.momentum_final)?;
+        let keys_per_step = env.batch_size * if self.symmetric { 2 } else { 1 };
+        check::queue("queue", self.queue, keys_per_step)
+    }
+
+    fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
+        Ok(Box::new(MocoV2::new(self, ctx)?))
+    }
+}
 
 pub struct MocoV2 {
     backbone: ResNet,
@@ -33,25 +75,21 @@ pub struct MocoV2 {
     tau: f64,
     symmetric: bool,
     params: ParamStore,
-    irc: Option<IrcPlugin>,
 }
 
 impl MocoV2 {
-    pub fn new(recipe: &Recipe, in_channels: usize, device: &Device) -> anyhow::Result<Self> {
-        let m = &recipe.method;
-        let mut o = Online::new(recipe, in_channels, device)?;
-        let teacher = o.teacher(recipe, None, true, device)?;
-        let irc = o.irc(recipe, device)?;
+    pub fn new(s: &MocoSettings, ctx: &BuildContext) -> anyhow::Result<Self> {
+        let o = Online::new(ctx)?;
+        let teacher = o.teacher(s.momentum, s.momentum_final, true, ctx)?;
         Ok(Self {
-            queue: FifoBank::with_noise(m.queue.unwrap_or(4096), &[o.head_cfg.output], recipe.seed),
+            queue: FifoBank::with_noise(s.queue, &[o.head_cfg.output], ctx.env.seed),
             backbone: o.backbone,
             head: o.head,
             teacher,
             pending: None,
-            tau: m.temperature.unwrap_or(0.1),
-            symmetric: m.symmetric.unwrap_or(false),
+            tau: s.temperature,
+            symmetric: s.symmetric,
             params: o.params,
-            irc,
         })
     }
 
@@ -64,7 +102,7 @@ impl MocoV2 {
 
 impl Method for MocoV2 {
     fn name(&self) -> &'static str {
-        "mocov2"
+        MocoSettings::NAME
     }
 
     fn params(&self) -> &ParamStore {
@@ -75,13 +113,13 @@ impl Method for MocoV2 {
         &self.backbone
     }
 
-    fn step(&mut self, views: &[Tensor], batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
+    fn step(&mut self, views: &[Tensor], _batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
         self.teacher.update(ctx)?;
         let queue = self.queue.field(0, views[0].device())?;
         let (f1, q1) = self.online(&views[0])?;
         let t2 = self.teacher.encode(&views[1], ctx, 1)?;
-        let mut logs = vec![("momentum", self.teacher.last_momentum)];
-        let (mut loss, f2, keys) = if self.symmetric {
+        let logs = vec![("momentum", self.teacher.last_momentum)];
+        let (loss, f2, keys) = if self.symmetric {
             let (f2, q2) = self.online(&views[1])?;
             let t1 = self.teacher.encode(&views[0], ctx, 0)?;
             let l = ((info_nce(&q1, &t2.embeddings, &queue, self.tau)?
@@ -93,37 +131,31 @@ impl Method for MocoV2 {
             let l = info_nce(&q1, &t2.embeddings, &queue, self.tau)?;
             (l, t2.features.clone(), t2.embeddings.clone())
         };
-        if let Some(irc) = self.irc.as_mut() {
-            let f = Tensor::cat(&[&f1, &f2], 0)?;
-            let tau = self.tau;
-            loss = irc.add_to(loss, &f, &t2.embeddings, batch, ctx, &mut logs, |p| {
-                info_nce(&p.queries(&q1)?, &p.positives, &queue, tau)
-            })?;
-        }
         self.pending = Some(l2_normalize(&keys)?);
+        let (q, tau) = (q1.clone(), self.tau);
         Ok(StepOutput {
             loss,
             logs,
             embeddings: q1,
+            pair: Some(PairHooks {
+                view1: f1,
+                view2: f2,
+                view2_index: 1,
+                base_v2: t2.embeddings,
+                pair_loss: Box::new(move |p| info_nce(&p.queries(&q)?, &p.positives, &queue, tau)),
+            }),
         })
     }
 
     fn state(&self) -> Result<Vec<(String, Tensor)>> {
         let mut v = self.teacher.state();
         v.extend(self.queue.state("queue")?);
-        if let Some(irc) = &self.irc {
-            v.extend(irc.state()?);
-        }
         Ok(v)
     }
 
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
         self.teacher.load_state(t)?;
-        self.queue.load_state("queue", t)?;
-        if let Some(irc) = self.irc.as_mut() {
-            irc.load_state(t)?;
-        }
-        Ok(())
+        self.queue.load_state("queue", t)
     }
 
     fn after_step(&mut self, _ctx: StepContext) -> Result<()> {
@@ -132,8 +164,39 @@ impl Method for MocoV2 {
         }
         Ok(())
     }
+}
 
-    fn take_eval_stats(&mut self) -> Option<serde_json::Value> {
-        self.irc.as_mut().map(|i| i.take_stats())
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::method::testing::{batch, ctx, random_views, Fixture};
+
+    /// Symmetric MoCo's loss is the mean of its two directions, each computed from the same
+    /// encoders, teacher and queue (methods.md §1.2).
+    #[test]
+    fn symmetric_loss_is_the_mean_of_its_two_terms() -> anyhow::Result<()> {
+        let f = Fixture::new(16);
+        let s = MocoSettings {
+            symmetric: true,
+            queue: 64,
+            ..Default::default()
+        };
+        let views = random_views(2, 16, 1)?;
+        let c = ctx(0);
+        // Term by term, on a second copy (the same seed: the same weights and queue).
+        let mut moco = MocoV2::new(&s, &f.build_context())?;
+        let mut twin = MocoV2::new(&s, &f.build_context())?;
+        twin.teacher.update(c)?;
+        let queue = twin.queue.field(0, views[0].device())?;
+        let (_, q1) = twin.online(&views[0])?;
+        let (_, q2) = twin.online(&views[1])?;
+        let k2 = twin.teacher.encode(&views[1], c, 1)?.embeddings;
+        let k1 = twin.teacher.encode(&views[0], c, 0)?.embeddings;
+        let a = info_nce(&q1, &k2, &queue, 0.1)?.to_scalar::<f32>()?;
+        let b = info_nce(&q2, &k1, &queue, 0.1)?.to_scalar::<f32>()?;
+        let got = moco.step(&views, &batch(16), c)?.loss.to_scalar::<f32>()?;
+        assert!(a != b, "two different terms");
+        assert_eq!(got, (a + b) * 0.5);
+        Ok(())
     }
 }

@@ -1,9 +1,14 @@
 //! Methods: an encoder, a head, a loss and the views they need, composed on shared machinery
-//! (EMA teachers in [`crate::teacher`], queues and banks in [`crate::bank`], the IRC plug-in in
-//! [`crate::irc`]). The trainer drives any `Method` the same way.
+//! (EMA teachers in [`crate::teacher`], queues and banks in [`crate::bank`]); the IRC plug-in
+//! wraps any of them ([`crate::irc::Irc`]). The trainer drives any `Method` the same way.
+//!
+//! A method is one file: its settings struct (the `[method]` keys: serde defaults,
+//! `deny_unknown_fields`, its own checks, implementing [`MethodSettings`]), its `Method`, and its
+//! tests; plus one line in [`REGISTRY`]. Nothing else names it.
 //!
 //! The update order of one step (`methods.md` §9.9), the same for every method:
-//! 1. EMA update of the teacher — first thing in [`Method::step`];
+//! 1. EMA update of the teacher — first thing in [`Method::step`] (the teacher refuses a forward
+//!    pass before its update, [`crate::teacher::MomentumEncoder::encode`]);
 //! 2. teacher (key) forward passes, Shuffle-BN — in `step`;
 //! 3. losses — `step` returns them; queues are read here, before this batch is added;
 //! 4. backward and optimiser step — the trainer;
@@ -13,56 +18,34 @@
 pub mod byol;
 pub mod interclr;
 pub mod moco;
+pub mod nnclr;
 pub mod reco;
 pub mod ressl;
 pub mod simclr;
 pub mod simsiam;
 
+use crate::config::{EncoderConfig, HeadConfig};
 use crate::ema::MomentumSchedule;
-use crate::irc::IrcPlugin;
-use crate::recipe::{MethodName, Recipe};
+use crate::step::{StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::collections::HashMap;
 
-pub use byol::Byol;
-pub use interclr::InterClr;
-pub use moco::MocoV2;
-pub use reco::Reco;
-pub use ressl::Ressl;
-pub use simclr::SimClr;
-pub use simsiam::SimSiam;
-
-/// What one step of a method produced.
-pub struct StepOutput {
-    /// The scalar to minimise.
-    pub loss: Tensor,
-    /// Extra scalars for the step log (loss terms, plug-in diagnostics).
-    pub logs: Vec<(&'static str, f64)>,
-    /// The online embeddings `[B, D]` of one view, whose spread the trainer logs on each step line
-    /// as `embed_std` ([`crate::metrics::embedding_std`]).
-    pub embeddings: Tensor,
-}
-
-/// Where in training a step is (schedules inside methods: ramps, momentum, warm-ups).
-#[derive(Debug, Clone, Copy)]
-pub struct StepContext {
-    /// Steps done before this one.
-    pub step: u64,
-    /// Steps in the whole run.
-    pub total_steps: u64,
-    /// Steps per epoch.
-    pub steps_per_epoch: u64,
-}
-
-impl StepContext {
-    /// Epochs done before this step, fractional.
-    pub fn epoch_progress(&self) -> f64 {
-        self.step as f64 / self.steps_per_epoch.max(1) as f64
-    }
-}
+/// The methods gyre has, one line each: everything else finds a method here by its name.
+pub const REGISTRY: &[MethodEntry] = &[
+    entry::<simclr::SimClrSettings>(),
+    entry::<moco::MocoSettings>(),
+    entry::<byol::ByolSettings>(),
+    entry::<simsiam::SimSiamSettings>(),
+    entry::<ressl::ResslSettings>(),
+    entry::<reco::RecoSettings>(),
+    entry::<interclr::InterClrSettings>(),
+    entry::<nnclr::NnclrSettings>(),
+];
 
 /// A self-supervised method.
 pub trait Method {
@@ -88,29 +71,283 @@ pub trait Method {
         Ok(())
     }
     /// Diagnostics accumulated since the last call, logged with each evaluation (IRC: cycle
-    /// accuracy and auto-pair precision); `None` when the method has none.
+    /// accuracy and auto-pair precision; NNCLR: its neighbours' precision); `None` when none.
     fn take_eval_stats(&mut self) -> Option<serde_json::Value> {
         None
     }
 }
 
-/// Builds the method a recipe names, for images of `in_channels` channels and a pretraining set
-/// of `dataset_len` images (InterCLR's memory bank has a row per image).
-pub fn build(
-    recipe: &Recipe,
-    in_channels: usize,
-    dataset_len: usize,
-    device: &Device,
+/// What a method's settings are checked against and built with: the rest of the recipe.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodEnv<'a> {
+    pub seed: u64,
+    pub batch_size: usize,
+    pub encoder: &'a EncoderConfig,
+    pub head: &'a HeadConfig,
+}
+
+/// What building a method needs besides its settings.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildContext<'a> {
+    pub env: MethodEnv<'a>,
+    /// Image channels.
+    pub in_channels: usize,
+    /// Images in the pretraining set (InterCLR's bank has a row per image).
+    pub dataset_len: usize,
+    pub device: &'a Device,
+}
+
+/// A bad `[method]` value: the key (without `method.`) and the problem.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettingsError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl SettingsError {
+    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A method's `[method]` settings: a struct with serde defaults (the published values) and
+/// `deny_unknown_fields`, its checks, and how it builds its method.
+pub trait MethodSettings: Serialize + DeserializeOwned + 'static {
+    /// The `[method] name`.
+    const NAME: &'static str;
+    /// How many views the step takes, and what they are (for messages).
+    const VIEWS: (usize, &'static str) = (2, "two views of each image");
+    /// Fills the defaults that depend on the rest of the recipe (`head.hidden`, …).
+    fn resolve(&mut self, _env: &MethodEnv) {}
+    /// Checks the (resolved) values against the rest of the recipe.
+    fn check(&self, env: &MethodEnv) -> std::result::Result<(), SettingsError>;
+    /// The method.
+    fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>>;
+}
+
+/// A registered method: its name, its views, and its settings' parse / check / build, erased.
+pub struct MethodEntry {
+    pub name: &'static str,
+    /// How many views the step takes, and what they are.
+    pub views: (usize, &'static str),
+    /// The `[method]` keys it reads (besides `name` and `views`).
+    pub keys: fn() -> &'static [&'static str],
+    resolve: fn(&toml::Table, &MethodEnv) -> std::result::Result<toml::Table, SettingsError>,
+    build: fn(&toml::Table, &BuildContext) -> anyhow::Result<Box<dyn Method>>,
+}
+
+impl MethodEntry {
+    /// Parses `settings` (the `[method]` keys besides `name` and `views`), fills the defaults,
+    /// checks them; returns the resolved table (every key, defaults included).
+    pub fn resolve(
+        &self,
+        settings: &toml::Table,
+        env: &MethodEnv,
+    ) -> std::result::Result<toml::Table, SettingsError> {
+        (self.resolve)(settings, env)
+    }
+
+    /// Builds the method from its settings.
+    pub fn build(
+        &self,
+        settings: &toml::Table,
+        ctx: &BuildContext,
+    ) -> anyhow::Result<Box<dyn Method>> {
+        (self.build)(settings, ctx)
+    }
+}
+
+/// The registry entry of a method's settings type.
+pub const fn entry<S: MethodSettings>() -> MethodEntry {
+    MethodEntry {
+        name: S::NAME,
+        views: S::VIEWS,
+        keys: settings_keys::<S>,
+        resolve: resolve_settings::<S>,
+        build: build_from::<S>,
+    }
+}
+
+/// The method registered as `name`.
+pub fn lookup(name: &str) -> Option<&'static MethodEntry> {
+    REGISTRY.iter().find(|e| e.name == name)
+}
+
+/// Every registered name, for messages.
+pub fn names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|e| e.name).collect()
+}
+
+fn parse_settings<S: MethodSettings>(
+    table: &toml::Table,
+    env: &MethodEnv,
+) -> std::result::Result<S, SettingsError> {
+    let keys = settings_keys::<S>();
+    if let Some(k) = table.keys().find(|k| !keys.contains(&k.as_str())) {
+        return Err(SettingsError::new(
+            k.as_str(),
+            format!(
+                "{} does not use it (it reads: {})",
+                S::NAME,
+                keys.join(", ")
+            ),
+        ));
+    }
+    let mut s: S =
+        serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+            SettingsError::new(
+                e.path().to_string(),
+                e.inner().message().replace('\n', ": "),
+            )
+        })?;
+    s.resolve(env);
+    s.check(env)?;
+    Ok(s)
+}
+
+fn resolve_settings<S: MethodSettings>(
+    table: &toml::Table,
+    env: &MethodEnv,
+) -> std::result::Result<toml::Table, SettingsError> {
+    let s = parse_settings::<S>(table, env)?;
+    match toml::Value::try_from(&s) {
+        Ok(toml::Value::Table(t)) => Ok(t),
+        _ => Err(SettingsError::new(
+            "",
+            "the settings do not serialise to a table",
+        )),
+    }
+}
+
+fn build_from<S: MethodSettings>(
+    table: &toml::Table,
+    ctx: &BuildContext,
 ) -> anyhow::Result<Box<dyn Method>> {
-    Ok(match recipe.method.kind() {
-        MethodName::Simclr => Box::new(SimClr::new(recipe, in_channels, device)?),
-        MethodName::Mocov2 => Box::new(MocoV2::new(recipe, in_channels, device)?),
-        MethodName::Byol => Box::new(Byol::new(recipe, in_channels, device)?),
-        MethodName::Simsiam => Box::new(SimSiam::new(recipe, in_channels, device)?),
-        MethodName::Ressl => Box::new(Ressl::new(recipe, in_channels, device)?),
-        MethodName::Reco => Box::new(Reco::new(recipe, in_channels, device)?),
-        MethodName::Interclr => Box::new(InterClr::new(recipe, in_channels, dataset_len, device)?),
-    })
+    let s = parse_settings::<S>(table, &ctx.env)
+        .map_err(|e| anyhow::anyhow!("method.{}: {}", e.key, e.problem))?;
+    s.build(ctx)
+}
+
+/// The field names a settings struct's serde derive declares (its keys, in order), read by a
+/// deserializer that records them and stops.
+pub fn settings_keys<S: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+    #[derive(Debug)]
+    struct Found(&'static [&'static str]);
+    impl std::fmt::Display for Found {
+        fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "fields {:?}", self.0)
+        }
+    }
+    impl std::error::Error for Found {}
+    impl de::Error for Found {
+        fn custom<T: std::fmt::Display>(_: T) -> Self {
+            Found(&[])
+        }
+    }
+    struct Probe;
+    impl<'de> de::Deserializer<'de> for Probe {
+        type Error = Found;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> std::result::Result<V::Value, Found> {
+            Err(Found(&[]))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> std::result::Result<V::Value, Found> {
+            Err(Found(fields))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    match S::deserialize(Probe) {
+        Err(Found(fields)) => fields,
+        Ok(_) => &[],
+    }
+}
+
+/// The checks every method's settings share; each returns the key and the problem.
+pub mod check {
+    use super::SettingsError;
+    use crate::config::{MAX_ROWS, MAX_WIDTH};
+
+    type R = std::result::Result<(), SettingsError>;
+
+    /// A temperature or other positive real.
+    pub fn positive(key: &str, v: f64) -> R {
+        if !(v > 0.0 && v.is_finite()) {
+            return Err(SettingsError::new(
+                key,
+                format!("must be a positive number, got {v}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A loss weight or a number of epochs: finite and ≥ 0.
+    pub fn non_negative(key: &str, v: f64) -> R {
+        if !(v >= 0.0 && v.is_finite()) {
+            return Err(SettingsError::new(key, format!("must be ≥ 0, got {v}")));
+        }
+        Ok(())
+    }
+
+    /// An EMA momentum and its optional cosine end, in [0, 1].
+    pub fn momentum(m: f64, final_m: Option<f64>) -> R {
+        for (key, v) in [("momentum", Some(m)), ("momentum_final", final_m)] {
+            if let Some(v) = v.filter(|v| !(0.0..=1.0).contains(v)) {
+                return Err(SettingsError::new(
+                    key,
+                    format!("must be in [0, 1], got {v}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A layer width: 1..=MAX_WIDTH.
+    pub fn width(key: &str, v: usize) -> R {
+        if v == 0 || v > MAX_WIDTH {
+            return Err(SettingsError::new(
+                key,
+                format!("must be in 1..={MAX_WIDTH}, got {v}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A row count (pool, negatives, clusters): 1..=MAX_ROWS.
+    pub fn rows(key: &str, v: usize) -> R {
+        if v == 0 || v > MAX_ROWS {
+            return Err(SettingsError::new(
+                key,
+                format!("must be in 1..={MAX_ROWS}, got {v}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A FIFO queue of `k` rows written `per_step` rows at a time: a positive multiple of it.
+    pub fn queue(key: &str, k: usize, per_step: usize) -> R {
+        rows(key, k)?;
+        if !k.is_multiple_of(per_step.max(1)) {
+            return Err(SettingsError::new(
+                key,
+                format!(
+                    "must be a positive multiple of the {per_step} keys enqueued per step, got {k}"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The online side every method starts from: the recipe's backbone and projector (`[head]`),
@@ -124,10 +361,11 @@ pub(crate) struct Online {
 }
 
 impl Online {
-    pub fn new(recipe: &Recipe, in_channels: usize, device: &Device) -> anyhow::Result<Self> {
-        let backbone = build_backbone(recipe, in_channels, device)?;
-        let head_cfg = recipe.head.projector(backbone.feature_dim());
-        let head = ProjectionHead::new(head_cfg, recipe.seed, "projector", device)?;
+    pub fn new(ctx: &BuildContext) -> anyhow::Result<Self> {
+        let env = ctx.env;
+        let backbone = env.encoder.build(ctx.in_channels, env.seed, ctx.device)?;
+        let head_cfg = env.head.projector(backbone.feature_dim());
+        let head = ProjectionHead::new(head_cfg, env.seed, "projector", ctx.device)?;
         let mut params = ParamStore::new();
         params.extend_prefixed("backbone", backbone.params());
         params.extend_prefixed("projector", head.params());
@@ -139,79 +377,41 @@ impl Online {
         })
     }
 
-    /// The EMA teacher of this backbone and projector: momentum `method.momentum` (default
-    /// 0.99), cosine to `method.momentum_final` when set (default `final_default`), with
-    /// Shuffle-BN when `shuffle`.
+    /// The EMA teacher of this backbone and projector: momentum `momentum`, on BYOL's cosine
+    /// schedule to `momentum_final` when given, with Shuffle-BN when `shuffle`.
     pub fn teacher(
         &self,
-        recipe: &Recipe,
-        final_default: Option<f64>,
+        momentum: f64,
+        momentum_final: Option<f64>,
         shuffle: bool,
-        device: &Device,
+        ctx: &BuildContext,
     ) -> anyhow::Result<MomentumEncoder> {
-        let m = &recipe.method;
-        let schedule = MomentumSchedule::new(
-            m.momentum.unwrap_or(0.99),
-            m.momentum_final.or(final_default),
-        );
         MomentumEncoder::new(
             &self.backbone,
             &self.head,
             self.head_cfg,
-            schedule,
-            recipe.seed,
+            MomentumSchedule::new(momentum, momentum_final),
+            ctx.env.seed,
             shuffle,
-            device,
+            ctx.device,
         )
     }
 
-    /// The IRC plug-in when the recipe has `[irc]` (its head joins the store).
-    pub fn irc(&mut self, recipe: &Recipe, device: &Device) -> Result<Option<IrcPlugin>> {
-        recipe
-            .irc
-            .as_ref()
-            .map(|cfg| {
-                IrcPlugin::new(
-                    cfg,
-                    self.backbone.feature_dim(),
-                    self.head_cfg.output,
-                    recipe.seed,
-                    device,
-                    &mut self.params,
-                )
-            })
-            .transpose()
-    }
-
     /// A predictor `output → hidden → output` (BN on the hidden layer) under `predictor.`.
-    pub fn predictor(
-        &mut self,
-        hidden: usize,
-        seed: u64,
-        device: &Device,
-    ) -> Result<ProjectionHead> {
+    pub fn predictor(&mut self, hidden: usize, ctx: &BuildContext) -> Result<ProjectionHead> {
         let out = self.head_cfg.output;
         let p = ProjectionHead::new(
             ProjectionHeadConfig::new(out, hidden, out),
-            seed,
+            ctx.env.seed,
             "predictor",
-            device,
+            ctx.device,
         )?;
         self.params.extend_prefixed("predictor", p.params());
         Ok(p)
     }
 }
 
-/// The recipe's backbone, built with the recipe's seed.
-pub fn build_backbone(
-    recipe: &Recipe,
-    in_channels: usize,
-    device: &Device,
-) -> anyhow::Result<ResNet> {
-    let mut cfg = gyre_encoders::ResNetConfig::preset(&recipe.encoder.arch, in_channels)?
-        .with_bn_splits(recipe.encoder.bn_splits);
-    if let Some(stem) = recipe.encoder.stem {
-        cfg = cfg.with_stem(stem);
-    }
-    Ok(ResNet::new(cfg, recipe.seed, device)?)
-}
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;

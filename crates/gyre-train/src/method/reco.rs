@@ -12,25 +12,99 @@
 //!
 //! Views: `[strong, strong, weak]`. After the step, `k → Q` and `k_w → Q_w`.
 //!
-//! With `[irc]`: the walk runs the query's online features → the plug-in's memory → the key
-//! view's teacher features (as for ReSSL: ReCo has no online pass of view 2); the memory's base
-//! entries are the keys `k`, and an auto-paired positive is one more InfoNCE positive of the query
-//! against `Q` at T (as MoCo v2).
+//! As the IRC pair: the query's online features and the key view's teacher features (as for
+//! ReSSL: ReCo has no online pass of view 2); the memory keeps the keys `k`, and an auto-paired
+//! positive is one more InfoNCE positive of the query against `Q` at T (as MoCo v2).
 
-use super::{Method, Online, StepContext, StepOutput};
+use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError};
 use crate::bank::FifoBank;
-use crate::irc::IrcPlugin;
-use crate::recipe::Recipe;
+use crate::step::{PairHooks, StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
-use gyre_kernels::{Device, Result, Tensor};
+use gyre_kernels::{Result, Tensor};
 use gyre_losses::{
     cutmix_kept_fraction, info_nce, interpolation_target, l2_normalize, local_relation_loss,
     ressl_loss,
 };
 use rand::{seq::SliceRandom, Rng};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+
+/// `[method] name = "reco"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecoSettings {
+    /// T of the MoCo and local terms.
+    pub temperature: f64,
+    /// τ_s of the global relation.
+    pub relation_temperature: f64,
+    /// τ_t of the teacher's relation distribution.
+    pub teacher_temperature: f64,
+    /// K, rows of each of the two queues.
+    pub queue: usize,
+    pub momentum: f64,
+    pub momentum_final: Option<f64>,
+    /// λ1, the global relation term.
+    pub global_weight: f64,
+    /// λ2, the local interpolation term.
+    pub local_weight: f64,
+}
+
+impl Default for RecoSettings {
+    fn default() -> Self {
+        Self {
+            temperature: 0.1,
+            relation_temperature: 0.1,
+            teacher_temperature: 0.04,
+            queue: 4096,
+            momentum: 0.99,
+            momentum_final: None,
+            global_weight: 1.0,
+            local_weight: 1.0,
+        }
+    }
+}
+
+impl MethodSettings for RecoSettings {
+    const NAME: &'static str = "reco";
+    const VIEWS: (usize, &'static str) = (3, "query (strong), key (strong), weak key");
+
+    fn check(&self, env: &MethodEnv) -> std::result::Result<(), SettingsError> {
+        for (k, v) in [
+            ("temperature", self.temperature),
+            ("relation_temperature", self.relation_temperature),
+            ("teacher_temperature", self.teacher_temperature),
+        ] {
+            check::positive(k, v)?;
+        }
+        check::non_negative("global_weight", self.global_weight)?;
+        check::non_negative("local_weight", self.local_weight)?;
+        check::momentum(self.momentum, self.momentum_final)?;
+        check::queue("queue", self.queue, env.batch_size)
+    }
+
+    fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
+        let o = Online::new(ctx)?;
+        let teacher = o.teacher(self.momentum, self.momentum_final, true, ctx)?;
+        let (k, d, seed) = (self.queue, o.head_cfg.output, ctx.env.seed);
+        Ok(Box::new(Reco {
+            backbone: o.backbone,
+            head: o.head,
+            teacher,
+            queue: FifoBank::with_noise(k, &[d], seed),
+            queue_w: FifoBank::with_noise(k, &[d], seed ^ 0x5745_414b),
+            pending: None,
+            tau: self.temperature,
+            tau_s: self.relation_temperature,
+            tau_t: self.teacher_temperature,
+            global_weight: self.global_weight,
+            local_weight: self.local_weight,
+            seed,
+            params: o.params,
+        }))
+    }
+}
 
 /// One batch's CutMix: the box `[y0, y1) × [x0, x1)`, the permutation, and the kept fraction r.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,7 +171,6 @@ pub struct Reco {
     queue: FifoBank,
     queue_w: FifoBank,
     pending: Option<(Tensor, Tensor)>,
-    irc: Option<IrcPlugin>,
     tau: f64,
     tau_s: f64,
     tau_t: f64,
@@ -108,30 +181,6 @@ pub struct Reco {
 }
 
 impl Reco {
-    pub fn new(recipe: &Recipe, in_channels: usize, device: &Device) -> anyhow::Result<Self> {
-        let m = &recipe.method;
-        let mut o = Online::new(recipe, in_channels, device)?;
-        let teacher = o.teacher(recipe, None, true, device)?;
-        let irc = o.irc(recipe, device)?;
-        let (k, d) = (m.queue.unwrap_or(4096), o.head_cfg.output);
-        Ok(Self {
-            backbone: o.backbone,
-            head: o.head,
-            teacher,
-            queue: FifoBank::with_noise(k, &[d], recipe.seed),
-            queue_w: FifoBank::with_noise(k, &[d], recipe.seed ^ 0x5745_414b),
-            pending: None,
-            irc,
-            tau: m.temperature.unwrap_or(0.1),
-            tau_s: m.relation_temperature.unwrap_or(0.1),
-            tau_t: m.teacher_temperature.unwrap_or(0.04),
-            global_weight: m.global_weight.unwrap_or(1.0),
-            local_weight: m.local_weight.unwrap_or(1.0),
-            seed: recipe.seed,
-            params: o.params,
-        })
-    }
-
     /// Backbone features and embedding of one batch through the online network.
     fn online(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let f = self.backbone.forward_t(x, true)?;
@@ -142,7 +191,7 @@ impl Reco {
 
 impl Method for Reco {
     fn name(&self) -> &'static str {
-        "reco"
+        RecoSettings::NAME
     }
 
     fn params(&self) -> &ParamStore {
@@ -153,7 +202,7 @@ impl Method for Reco {
         &self.backbone
     }
 
-    fn step(&mut self, views: &[Tensor], batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
+    fn step(&mut self, views: &[Tensor], _batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
         self.teacher.update(ctx)?;
         let dev = views[0].device();
         let (queue, queue_w) = (self.queue.field(0, dev)?, self.queue_w.field(0, dev)?);
@@ -169,27 +218,29 @@ impl Method for Reco {
         let perm = Tensor::from_slice(&mix.perm, n, dev)?;
         let f_mix = interpolation_target(&q, &k.index_select(&perm, 0)?, mix.r)?;
         let l_local = local_relation_loss(&q_mix, &f_mix, &queue, self.tau)?;
-        let mut logs = vec![
+        let logs = vec![
             ("moco_loss", l_moco.to_scalar::<f32>()? as f64),
             ("global_loss", l_global.to_scalar::<f32>()? as f64),
             ("local_loss", l_local.to_scalar::<f32>()? as f64),
             ("mix_r", mix.r),
             ("momentum", self.teacher.last_momentum),
         ];
-        let mut loss =
-            ((l_moco + (l_global * self.global_weight)?)? + (l_local * self.local_weight)?)?;
-        if let Some(irc) = self.irc.as_mut() {
-            let f = Tensor::cat(&[&f_q, &key.features], 0)?;
-            let tau = self.tau;
-            loss = irc.add_to(loss, &f, &k, batch, ctx, &mut logs, |p| {
-                info_nce(&p.queries(&q)?, &p.positives, &queue, tau)
-            })?;
-        }
+        let loss = ((l_moco + (l_global * self.global_weight)?)? + (l_local * self.local_weight)?)?;
         self.pending = Some((l2_normalize(&k)?, l2_normalize(&k_w)?));
+        let (query, tau) = (q.clone(), self.tau);
         Ok(StepOutput {
             loss,
             logs,
             embeddings: q,
+            pair: Some(PairHooks {
+                view1: f_q,
+                view2: key.features,
+                view2_index: 1,
+                base_v2: k,
+                pair_loss: Box::new(move |p| {
+                    info_nce(&p.queries(&query)?, &p.positives, &queue, tau)
+                }),
+            }),
         })
     }
 
@@ -197,24 +248,13 @@ impl Method for Reco {
         let mut v = self.teacher.state();
         v.extend(self.queue.state("queue")?);
         v.extend(self.queue_w.state("queue_weak")?);
-        if let Some(irc) = &self.irc {
-            v.extend(irc.state()?);
-        }
         Ok(v)
     }
 
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
         self.teacher.load_state(t)?;
         self.queue.load_state("queue", t)?;
-        self.queue_w.load_state("queue_weak", t)?;
-        match self.irc.as_mut() {
-            Some(irc) => irc.load_state(t),
-            None => Ok(()),
-        }
-    }
-
-    fn take_eval_stats(&mut self) -> Option<serde_json::Value> {
-        self.irc.as_mut().map(|i| i.take_stats())
+        self.queue_w.load_state("queue_weak", t)
     }
 
     fn after_step(&mut self, _ctx: StepContext) -> Result<()> {
@@ -256,7 +296,7 @@ mod tests {
             perm: vec![1, 0],
             r: 1.0 - 4.0 / 12.0,
         };
-        let dev = Device::Cpu;
+        let dev = gyre_kernels::Device::Cpu;
         let xq = Tensor::zeros((2, 1, 3, 4), gyre_kernels::DType::F32, &dev)?;
         let xk = Tensor::new(&[1f32, 2.0], &dev)?
             .reshape((2, 1, 1, 1))?

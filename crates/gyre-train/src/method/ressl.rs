@@ -11,22 +11,107 @@
 //!   to 1 over the first E_w epochs; the InfoNCE uses the teacher's embedding of the weak view as
 //!   the positive and the same queue as negatives, at `nce_temperature` (0.2).
 //!
-//! With `[irc]`: the walk runs student (strong view) features → the plug-in's memory → the
-//! teacher's weak-view features (detached). With auto-pairing, each kept student row gets
-//! `w · auto_pair_weight · InfoNCE(z_s[i], m(i), queue)` at `nce_temperature`: the relational loss
-//! has no positives to add to, so the matched memory entry becomes the positive of an InfoNCE term
-//! over the same queue.
+//! As the IRC pair: the student's (strong view) features and the teacher's weak-view features
+//! (detached); the memory keeps the teacher's embeddings. An auto-paired positive is
+//! `InfoNCE(z_s[i], m(i), queue)` at `nce_temperature`: the relational loss has no positives to
+//! add to, so the matched memory entry becomes the positive of an InfoNCE term over the queue.
 
-use super::{Method, Online, StepContext, StepOutput};
+use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError};
 use crate::bank::FifoBank;
-use crate::irc::IrcPlugin;
-use crate::recipe::Recipe;
+use crate::step::{PairHooks, StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
-use gyre_kernels::{Device, Result, Tensor};
+use gyre_kernels::{Result, Tensor};
 use gyre_losses::{info_nce, l2_normalize, ressl_loss};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+
+/// `[method] name = "ressl"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResslSettings {
+    /// τ_s, the student's temperature.
+    pub temperature: f64,
+    /// τ_t, the teacher's (sharper) temperature.
+    pub teacher_temperature: f64,
+    /// K, rows of the queue of teacher embeddings.
+    pub queue: usize,
+    pub momentum: f64,
+    pub momentum_final: Option<f64>,
+    /// The TPAMI student predictor [P].
+    pub predictor: bool,
+    /// Its hidden width; default `head.hidden`.
+    pub predictor_hidden: Option<usize>,
+    /// Epochs over which InfoNCE cross-fades linearly into the relational loss [P].
+    pub nce_warmup_epochs: f64,
+    /// τ of that InfoNCE (and of IRC's auto-paired positives).
+    pub nce_temperature: f64,
+}
+
+impl Default for ResslSettings {
+    fn default() -> Self {
+        Self {
+            temperature: 0.1,
+            teacher_temperature: 0.04,
+            queue: 4096,
+            momentum: 0.99,
+            momentum_final: None,
+            predictor: false,
+            predictor_hidden: None,
+            nce_warmup_epochs: 0.0,
+            nce_temperature: 0.2,
+        }
+    }
+}
+
+impl MethodSettings for ResslSettings {
+    const NAME: &'static str = "ressl";
+    const VIEWS: (usize, &'static str) =
+        (2, "the student's strong view, then the teacher's weak view");
+
+    fn resolve(&mut self, env: &MethodEnv) {
+        self.predictor_hidden.get_or_insert(env.head.hidden);
+    }
+
+    fn check(&self, env: &MethodEnv) -> std::result::Result<(), SettingsError> {
+        for (k, v) in [
+            ("temperature", self.temperature),
+            ("teacher_temperature", self.teacher_temperature),
+            ("nce_temperature", self.nce_temperature),
+        ] {
+            check::positive(k, v)?;
+        }
+        check::non_negative("nce_warmup_epochs", self.nce_warmup_epochs)?;
+        check::momentum(self.momentum, self.momentum_final)?;
+        check::width("predictor_hidden", self.predictor_hidden.unwrap_or(1))?;
+        check::queue("queue", self.queue, env.batch_size)
+    }
+
+    fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
+        let mut o = Online::new(ctx)?;
+        let teacher = o.teacher(self.momentum, self.momentum_final, true, ctx)?;
+        let predictor = if self.predictor {
+            let hidden = self.predictor_hidden.unwrap_or(o.head_cfg.hidden);
+            Some(o.predictor(hidden, ctx)?)
+        } else {
+            None
+        };
+        Ok(Box::new(Ressl {
+            queue: FifoBank::with_noise(self.queue, &[o.head_cfg.output], ctx.env.seed),
+            backbone: o.backbone,
+            projector: o.head,
+            predictor,
+            teacher,
+            pending: None,
+            tau_s: self.temperature,
+            tau_t: self.teacher_temperature,
+            nce_warmup_epochs: self.nce_warmup_epochs,
+            nce_tau: self.nce_temperature,
+            params: o.params,
+        }))
+    }
+}
 
 pub struct Ressl {
     backbone: ResNet,
@@ -40,41 +125,11 @@ pub struct Ressl {
     nce_warmup_epochs: f64,
     nce_tau: f64,
     params: ParamStore,
-    irc: Option<IrcPlugin>,
-}
-
-impl Ressl {
-    pub fn new(recipe: &Recipe, in_channels: usize, device: &Device) -> anyhow::Result<Self> {
-        let m = &recipe.method;
-        let mut o = Online::new(recipe, in_channels, device)?;
-        let teacher = o.teacher(recipe, None, true, device)?;
-        let predictor = if m.predictor.unwrap_or(false) {
-            let hidden = m.predictor_hidden.unwrap_or(o.head_cfg.hidden);
-            Some(o.predictor(hidden, recipe.seed, device)?)
-        } else {
-            None
-        };
-        let irc = o.irc(recipe, device)?;
-        Ok(Self {
-            queue: FifoBank::with_noise(m.queue.unwrap_or(4096), &[o.head_cfg.output], recipe.seed),
-            backbone: o.backbone,
-            projector: o.head,
-            predictor,
-            teacher,
-            pending: None,
-            tau_s: m.temperature.unwrap_or(0.1),
-            tau_t: m.teacher_temperature.unwrap_or(0.04),
-            nce_warmup_epochs: m.nce_warmup_epochs.unwrap_or(0.0),
-            nce_tau: m.nce_temperature.unwrap_or(0.2),
-            params: o.params,
-            irc,
-        })
-    }
 }
 
 impl Method for Ressl {
     fn name(&self) -> &'static str {
-        "ressl"
+        ResslSettings::NAME
     }
 
     fn params(&self) -> &ParamStore {
@@ -85,7 +140,7 @@ impl Method for Ressl {
         &self.backbone
     }
 
-    fn step(&mut self, views: &[Tensor], batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
+    fn step(&mut self, views: &[Tensor], _batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
         self.teacher.update(ctx)?;
         let queue = self.queue.field(0, views[0].device())?;
         let f_s = self.backbone.forward_t(&views[0], true)?;
@@ -102,7 +157,7 @@ impl Method for Ressl {
         } else {
             1.0
         };
-        let mut loss = if alpha < 1.0 {
+        let loss = if alpha < 1.0 {
             let nce = info_nce(&z_s, &z_t, &queue, self.nce_tau)?;
             logs.push(("relation_loss", rel.to_scalar::<f32>()? as f64));
             logs.push(("nce_loss", nce.to_scalar::<f32>()? as f64));
@@ -111,41 +166,31 @@ impl Method for Ressl {
         } else {
             rel
         };
-        if let Some(irc) = self.irc.as_mut() {
-            let f = Tensor::cat(&[&f_s, &teacher.features], 0)?;
-            let tau = self.nce_tau;
-            loss = irc.add_to(loss, &f, &z_t, batch, ctx, &mut logs, |p| {
-                info_nce(&p.queries(&z_s)?, &p.positives, &queue, tau)
-            })?;
-        }
         self.pending = Some(l2_normalize(&z_t)?);
+        let (q, tau) = (z_s.clone(), self.nce_tau);
         Ok(StepOutput {
             loss,
             logs,
             embeddings: z_s,
+            pair: Some(PairHooks {
+                view1: f_s,
+                view2: teacher.features,
+                view2_index: 1,
+                base_v2: z_t,
+                pair_loss: Box::new(move |p| info_nce(&p.queries(&q)?, &p.positives, &queue, tau)),
+            }),
         })
     }
 
     fn state(&self) -> Result<Vec<(String, Tensor)>> {
         let mut v = self.teacher.state();
         v.extend(self.queue.state("queue")?);
-        if let Some(irc) = &self.irc {
-            v.extend(irc.state()?);
-        }
         Ok(v)
     }
 
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
         self.teacher.load_state(t)?;
-        self.queue.load_state("queue", t)?;
-        match self.irc.as_mut() {
-            Some(irc) => irc.load_state(t),
-            None => Ok(()),
-        }
-    }
-
-    fn take_eval_stats(&mut self) -> Option<serde_json::Value> {
-        self.irc.as_mut().map(|i| i.take_stats())
+        self.queue.load_state("queue", t)
     }
 
     fn after_step(&mut self, _ctx: StepContext) -> Result<()> {

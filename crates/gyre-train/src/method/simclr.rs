@@ -1,45 +1,60 @@
 //! SimCLR (Chen et al., ICML 2020): both views through one encoder and projection head in a
 //! single forward (BatchNorm statistics over both views, as the reference), NT-Xent between them.
 //!
-//! With `[irc]`: plus `λ_c · L_cyc` of the IRC plug-in, and with auto-pairing, plus
-//! `w(step) · auto_pair_weight · L_ap` where `L_ap` is [`nt_xent_extra_positives`]: each kept
-//! view-1 embedding's matched memory entry (its base-head embedding, detached) is a positive
+//! As the IRC pair: both views' online features; the memory keeps view-2 embeddings, and an
+//! auto-paired positive ([`nt_xent_extra_positives`]) is one more positive of the view-1 row
 //! against the usual NT-Xent negatives (the batch minus the row and its own partner).
 
-use super::{Method, Online, StepContext, StepOutput};
-use crate::irc::IrcPlugin;
-use crate::recipe::Recipe;
+use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError};
+use crate::step::{PairHooks, StepContext, StepOutput};
 use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
-use gyre_kernels::{Device, Result, Tensor};
+use gyre_kernels::{Result, Tensor};
 use gyre_losses::{nt_xent, nt_xent_extra_positives};
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
+
+/// `[method] name = "simclr"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimClrSettings {
+    /// NT-Xent τ.
+    pub temperature: f64,
+}
+
+impl Default for SimClrSettings {
+    fn default() -> Self {
+        Self { temperature: 0.2 }
+    }
+}
+
+impl MethodSettings for SimClrSettings {
+    const NAME: &'static str = "simclr";
+
+    fn check(&self, _env: &MethodEnv) -> std::result::Result<(), SettingsError> {
+        check::positive("temperature", self.temperature)
+    }
+
+    fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
+        let o = Online::new(ctx)?;
+        Ok(Box::new(SimClr {
+            backbone: o.backbone,
+            head: o.head,
+            tau: self.temperature,
+            params: o.params,
+        }))
+    }
+}
 
 pub struct SimClr {
     backbone: ResNet,
     head: ProjectionHead,
     tau: f64,
     params: ParamStore,
-    irc: Option<IrcPlugin>,
-}
-
-impl SimClr {
-    pub fn new(recipe: &Recipe, in_channels: usize, device: &Device) -> anyhow::Result<Self> {
-        let mut o = Online::new(recipe, in_channels, device)?;
-        let irc = o.irc(recipe, device)?;
-        Ok(Self {
-            backbone: o.backbone,
-            head: o.head,
-            tau: recipe.method.temperature.unwrap_or(0.2),
-            params: o.params,
-            irc,
-        })
-    }
 }
 
 impl Method for SimClr {
     fn name(&self) -> &'static str {
-        "simclr"
+        SimClrSettings::NAME
     }
 
     fn params(&self) -> &ParamStore {
@@ -50,42 +65,27 @@ impl Method for SimClr {
         &self.backbone
     }
 
-    fn state(&self) -> Result<Vec<(String, Tensor)>> {
-        match &self.irc {
-            Some(irc) => irc.state(),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
-        match self.irc.as_mut() {
-            Some(irc) => irc.load_state(t),
-            None => Ok(()),
-        }
-    }
-
-    fn step(&mut self, views: &[Tensor], batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
+    fn step(&mut self, views: &[Tensor], _batch: &Batch, _ctx: StepContext) -> Result<StepOutput> {
         let b = views[0].dim(0)?;
         let x = Tensor::cat(&[&views[0], &views[1]], 0)?;
         let f = self.backbone.forward_t(&x, true)?;
         let z = self.head.forward_t(&f, true)?;
         let (za, zb) = (z.narrow(0, 0, b)?, z.narrow(0, b, b)?);
-        let mut loss = nt_xent(&za, &zb, self.tau)?;
-        let mut logs = Vec::new();
-        if let Some(irc) = self.irc.as_mut() {
-            let tau = self.tau;
-            loss = irc.add_to(loss, &f, &zb, batch, ctx, &mut logs, |p| {
-                nt_xent_extra_positives(&za, &zb, &p.rows, &p.positives, tau)
-            })?;
-        }
+        let loss = nt_xent(&za, &zb, self.tau)?;
+        let (qa, qb, tau) = (za.clone(), zb.clone(), self.tau);
         Ok(StepOutput {
             loss,
-            logs,
+            logs: Vec::new(),
             embeddings: za,
+            pair: Some(PairHooks {
+                view1: f.narrow(0, 0, b)?,
+                view2: f.narrow(0, b, b)?,
+                view2_index: 1,
+                base_v2: zb,
+                pair_loss: Box::new(move |p| {
+                    nt_xent_extra_positives(&qa, &qb, &p.rows, &p.positives, tau)
+                }),
+            }),
         })
-    }
-
-    fn take_eval_stats(&mut self) -> Option<serde_json::Value> {
-        self.irc.as_mut().map(|i| i.take_stats())
     }
 }

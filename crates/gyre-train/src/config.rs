@@ -1,0 +1,320 @@
+//! The plain sections of a recipe — data, encoder, head, optimiser, training, evaluation — with
+//! their serde defaults. Methods and the IRC plug-in own their sections (`[method]` keys in each
+//! method's file, `[irc]` in `irc.rs`); [`crate::recipe`] composes and validates the whole.
+
+use crate::optim::OptimKind;
+use crate::schedule::Decay;
+use gyre_encoders::{ResNet, Stem};
+use gyre_kernels::Device;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The largest width a recipe may give a layer (head and predictor sizes).
+pub const MAX_WIDTH: usize = 1 << 16;
+/// The largest row count of a queue, memory, pool or cluster set.
+pub const MAX_ROWS: usize = 1 << 24;
+
+/// Which dataset to pretrain on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataKind {
+    /// Fashion-MNIST's 10k test split, embedded in the binary: 8000 for pretraining (and the kNN
+    /// bank), 2000 as kNN queries.
+    FashionMnistEmbedded,
+    /// The full Fashion-MNIST split on disk.
+    FashionMnist,
+    /// CIFAR-10 in the official binary layout (`cifar-10-batches-bin`).
+    Cifar10,
+    /// CIFAR-100 in the official binary layout (`cifar-100-binary`), fine labels.
+    Cifar100,
+    /// CIFAR-10 as JPEG image folders (`cifar10-jpeg/{train,test}/<class>/*.jpg`).
+    Cifar10Jpeg,
+    /// Your own images: `root/<class>/<image>` (or `root/train/…` and `root/test/…`), or any
+    /// folder of images with `labelled = false`.
+    ImageFolder,
+}
+
+impl DataKind {
+    /// Image channels, when the kind fixes them.
+    pub fn channels(self) -> Option<usize> {
+        match self {
+            DataKind::FashionMnistEmbedded | DataKind::FashionMnist => Some(1),
+            DataKind::Cifar10 | DataKind::Cifar100 | DataKind::Cifar10Jpeg => Some(3),
+            DataKind::ImageFolder => None,
+        }
+    }
+}
+
+/// What the kNN monitor uses as its labelled bank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KnnBank {
+    /// The images the run pretrains on (after `subset`).
+    Pretrain,
+    /// The dataset's whole training split.
+    Train,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub kind: DataKind,
+    /// Folder of the dataset; default: searched (see `gyre_data::fashion_mnist::locate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// Pretrain on the first `subset` training images only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<usize>,
+    /// Per-channel normalisation, in [0, 1] units. Default: the dataset's own — the published
+    /// values of Fashion-MNIST and CIFAR, or for image folders computed from the pretraining
+    /// images ([`crate::data_setup`]); the run's `recipe.toml` records what was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<Vec<f32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<Vec<f32>>,
+    #[serde(default = "d_bank")]
+    pub knn_bank: KnnBank,
+    /// Batches built ahead of the training step.
+    #[serde(default = "d_prefetch")]
+    pub prefetch: usize,
+    /// What an unusable sample (corrupt, truncated, not an image, wrong channels or size, an
+    /// empty class folder) does: `fail` stops naming the file, `skip` counts and reports it.
+    #[serde(default)]
+    pub on_bad_sample: gyre_data::OnBadSample,
+    /// Image folders: resize (shorter side) and centre-crop every image to this square size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<usize>,
+    /// Image folders: labels from the class folders (`false`: an unlabelled folder, no kNN).
+    #[serde(default = "d_true")]
+    pub labelled: bool,
+    /// Image folders and `cifar10-jpeg`: where decoded images live. `auto`: in memory when the
+    /// decoded set fits in `memory_budget_mb`, else decoded again every epoch; `memory`; `disk`
+    /// (decode every epoch, memory independent of the dataset's size).
+    #[serde(default)]
+    pub residency: ResidencyChoice,
+    /// The `auto` residency's budget for one split's decoded images, in MB (2^20 bytes).
+    #[serde(default = "d_budget")]
+    pub memory_budget_mb: u64,
+}
+
+/// `data.residency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResidencyChoice {
+    #[default]
+    Auto,
+    Memory,
+    Disk,
+}
+
+impl DataConfig {
+    /// The folder readers' residency for these settings.
+    pub fn residency(&self) -> gyre_data::Residency {
+        match self.residency {
+            ResidencyChoice::Auto => gyre_data::Residency::Auto {
+                budget_bytes: self.memory_budget_mb << 20,
+            },
+            ResidencyChoice::Memory => gyre_data::Residency::Memory,
+            ResidencyChoice::Disk => gyre_data::Residency::Disk,
+        }
+    }
+}
+
+fn d_budget() -> u64 {
+    4096
+}
+fn d_bank() -> KnnBank {
+    KnnBank::Pretrain
+}
+fn d_prefetch() -> usize {
+    2
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    /// `resnet-mini`, `resnet18`, `resnet34` or `resnet50`.
+    pub arch: String,
+    /// SplitBatchNorm sub-batches in the backbone (MoCo's CIFAR demo uses 8); 1 = plain BN.
+    #[serde(default = "d_one")]
+    pub bn_splits: usize,
+    /// Overrides the preset's stem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stem: Option<Stem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadConfig {
+    pub hidden: usize,
+    pub output: usize,
+    /// Linear layers of the projector.
+    #[serde(default = "d_two")]
+    pub layers: usize,
+    /// BatchNorm on the hidden layers (SimCLR, BYOL, SimSiam); MoCo v2 and ReSSL have none.
+    #[serde(default = "d_true")]
+    pub batch_norm: bool,
+    /// A BatchNorm without affine parameters on the output (SimSiam).
+    #[serde(default)]
+    pub output_bn: bool,
+}
+fn d_two() -> usize {
+    2
+}
+
+impl HeadConfig {
+    /// The projector over features of width `input`.
+    pub fn projector(&self, input: usize) -> gyre_encoders::ProjectionHeadConfig {
+        gyre_encoders::ProjectionHeadConfig {
+            input,
+            hidden: self.hidden,
+            output: self.output,
+            layers: self.layers,
+            hidden_bn: self.batch_norm,
+            output_bn: self.output_bn,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    pub name: OptimKind,
+    /// Base learning rate (per 256 images when `scale_lr_with_batch`).
+    pub lr: f64,
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub nesterov: bool,
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Exempt BatchNorm parameters and biases from weight decay.
+    #[serde(default)]
+    pub exclude_bn_bias: bool,
+    /// `lr · batch_size / 256` (Goyal et al.).
+    #[serde(default)]
+    pub scale_lr_with_batch: bool,
+    #[serde(default)]
+    pub warmup_epochs: f64,
+    #[serde(default = "d_decay")]
+    pub decay: Decay,
+    #[serde(default)]
+    pub final_lr: f64,
+    #[serde(default = "d_betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "d_eps")]
+    pub eps: f64,
+    /// LARS trust coefficient η.
+    #[serde(default = "d_eta")]
+    pub eta: f64,
+    /// LARS: clip the layer-wise rate at the global one (solo-learn's CIFAR setting).
+    #[serde(default = "d_true")]
+    pub clip_lr: bool,
+}
+fn d_eta() -> f64 {
+    0.02
+}
+fn d_decay() -> Decay {
+    Decay::Cosine
+}
+fn d_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn d_eps() -> f64 {
+    1e-8
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Compute threads; 0 = one per core.
+    #[serde(default)]
+    pub threads: usize,
+    /// `cpu`, `cuda`, `cuda:N`, `metal` or `auto`.
+    #[serde(default = "d_device")]
+    pub device: String,
+    /// Log a step line to metrics.jsonl every this many steps.
+    #[serde(default = "d_log")]
+    pub log_every: usize,
+    /// Where run folders go.
+    #[serde(default = "d_out")]
+    pub out_dir: PathBuf,
+    /// Write a checkpoint every this many epochs (and always at the end).
+    #[serde(default = "d_one")]
+    pub checkpoint_every: usize,
+    /// Also every this many steps inside an epoch (0: off).
+    #[serde(default)]
+    pub checkpoint_every_steps: usize,
+    /// Keep the latest N checkpoints (N > 1: copies under `checkpoints/`).
+    #[serde(default = "d_one")]
+    pub keep_last: usize,
+    /// Keep the best checkpoint by kNN top-1 as `checkpoint-best.safetensors`.
+    #[serde(default)]
+    pub keep_best: bool,
+}
+fn d_device() -> String {
+    "cpu".into()
+}
+fn d_log() -> usize {
+    10
+}
+fn d_out() -> PathBuf {
+    PathBuf::from("runs")
+}
+fn d_one() -> usize {
+    1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Run the kNN monitor every this many epochs (0: only at the end).
+    #[serde(default = "d_one")]
+    pub knn_every: usize,
+    #[serde(default = "d_k")]
+    pub knn_k: usize,
+    #[serde(default = "d_t")]
+    pub knn_t: f64,
+    /// Also measure raw pixels and the random-init encoder once, for reference.
+    #[serde(default = "d_true")]
+    pub baselines: bool,
+}
+fn d_k() -> usize {
+    200
+}
+fn d_t() -> f64 {
+    0.1
+}
+fn d_true() -> bool {
+    true
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        d_eval()
+    }
+}
+
+pub(crate) fn d_eval() -> EvalConfig {
+    EvalConfig {
+        knn_every: 1,
+        knn_k: d_k(),
+        knn_t: d_t(),
+        baselines: true,
+    }
+}
+
+impl EncoderConfig {
+    /// The backbone this section describes, for images of `in_channels` channels, with initial
+    /// weights keyed on `seed`.
+    pub fn build(&self, in_channels: usize, seed: u64, device: &Device) -> anyhow::Result<ResNet> {
+        let mut cfg = gyre_encoders::ResNetConfig::preset(&self.arch, in_channels)?
+            .with_bn_splits(self.bn_splits);
+        if let Some(stem) = self.stem {
+            cfg = cfg.with_stem(stem);
+        }
+        Ok(ResNet::new(cfg, seed, device)?)
+    }
+}

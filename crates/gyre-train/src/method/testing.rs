@@ -1,0 +1,89 @@
+//! Small fixtures for the methods' unit tests: a tiny recipe environment (resnet-mini, a narrow
+//! head), random views, batches and step contexts.
+
+use super::{BuildContext, MethodEnv};
+use crate::config::{EncoderConfig, HeadConfig};
+use crate::step::StepContext;
+use gyre_data::Batch;
+use gyre_kernels::{Device, Result, Tensor};
+
+/// A recipe environment for tests: resnet-mini on one channel, head 64 → 32, seed 0.
+pub struct Fixture {
+    pub encoder: EncoderConfig,
+    pub head: HeadConfig,
+    pub batch_size: usize,
+    pub device: Device,
+}
+
+impl Fixture {
+    pub fn new(batch_size: usize) -> Self {
+        Self {
+            encoder: EncoderConfig {
+                arch: "resnet-mini".into(),
+                bn_splits: 1,
+                stem: None,
+            },
+            head: HeadConfig {
+                hidden: 64,
+                output: 32,
+                layers: 2,
+                batch_norm: true,
+                output_bn: false,
+            },
+            batch_size,
+            device: Device::Cpu,
+        }
+    }
+
+    pub fn env(&self) -> MethodEnv<'_> {
+        MethodEnv {
+            seed: 0,
+            batch_size: self.batch_size,
+            encoder: &self.encoder,
+            head: &self.head,
+        }
+    }
+
+    pub fn build_context(&self) -> BuildContext<'_> {
+        BuildContext {
+            env: self.env(),
+            in_channels: 1,
+            dataset_len: 256,
+            device: &self.device,
+        }
+    }
+}
+
+/// `n` views of `b` seeded random 1×16×16 images.
+pub fn random_views(n: usize, b: usize, seed: u64) -> Result<Vec<Tensor>> {
+    (0..n)
+        .map(|v| {
+            let mut rng = gyre_rng::stream([seed, v as u64, gyre_rng::tag(b"testview"), 0]);
+            let vals: Vec<f32> = (0..b * 256)
+                .map(|_| rand::Rng::gen_range(&mut rng, -1.0f32..1.0))
+                .collect();
+            Tensor::from_vec(vals, (b, 1, 16, 16), &Device::Cpu)
+        })
+        .collect()
+}
+
+/// A batch of `b` images with indices 0..b and labels `i mod 4`.
+pub fn batch(b: usize) -> Batch {
+    Batch {
+        epoch: 0,
+        step: 0,
+        indices: (0..b).collect(),
+        labels: Some((0..b as u32).map(|i| i % 4).collect()),
+        views: Vec::new(),
+        view_shapes: Vec::new(),
+    }
+}
+
+/// Step `step` of a 20-step run of 4 steps per epoch.
+pub fn ctx(step: u64) -> StepContext {
+    StepContext {
+        step,
+        total_steps: 20,
+        steps_per_epoch: 4,
+    }
+}
