@@ -10,7 +10,7 @@ PY=${TORCH_PY:-/opt/torchvenv/bin/python}
 STEPS=${1:-20}
 THREADS=${2:-2}
 REF=${STEP_BENCH:-../shared/reference/step_bench.py}
-cargo build --release --quiet -p gyre-train --bin gyre
+cargo build --release --quiet -p gyre-cli --bin gyre
 for case in "resnet-mini 256 28 1" "resnet18 64 32 3"; do
   set -- $case
   if [ "${BEFORE:-0}" = 1 ]; then

@@ -9,7 +9,7 @@ out=$1 at=$2 sig=${3:-TERM}
 shift 3
 [ "${1:-}" = "--" ] && shift
 bin=$(cd "$(dirname "$0")/.." && pwd)/target/release/gyre
-[ -x "$bin" ] || { echo "build first: cargo build --release -p gyre-train" >&2; exit 1; }
+[ -x "$bin" ] || { echo "build first: cargo build --release -p gyre-cli" >&2; exit 1; }
 rm -rf "$out" && mkdir -p "$out"
 common=(--threads 2 train --quiet --set train.log_every=1 "$@")
 "$bin" "${common[@]}" --run-dir "$out/full" > "$out/full.json"

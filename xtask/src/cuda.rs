@@ -354,7 +354,7 @@ pub fn cuda_build(c: CudaBuild) -> Result<()> {
         }
         run(&mut cmd, "cargo build (CUDA)")
     };
-    build(&["build", "-p", "gyre-train", "--bin", "gyre"])?;
+    build(&["build", "-p", "gyre-cli", "--bin", "gyre"])?;
     let bin = target_dir.join("release/gyre");
     let size = std::fs::metadata(&bin)?.len();
     println!(

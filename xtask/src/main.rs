@@ -65,7 +65,7 @@ fn run_gyre(cmd: &str, args: &[String]) -> Result<()> {
             "--release",
             "--quiet",
             "-p",
-            "gyre-train",
+            "gyre-cli",
             "--bin",
             "gyre",
         ])

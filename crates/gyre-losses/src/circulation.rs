@@ -23,7 +23,7 @@
 //!   `−mean log(C[i, π(i)] + 1e−20)`; the naive baseline of the benchmark.
 //!
 //! Convention: the mean over the rows of `G_0` (the code's `CE(log(C + ε), arange)`, which equals it
-//! up to `n·1e−20`, methods.md TV16). No ε is needed in log space.
+//! up to `n·1e−20`, docs/spec/test-vectors.md TV16). No ε is needed in log space.
 
 use crate::softmax::softmax_rows;
 use gyre_kernels::candle::{bail, CpuStorage, CustomOp3, Layout, Shape};
@@ -213,7 +213,7 @@ fn diagnostics(c: &Tensor, pi: &[u32], log_c_pi: &Tensor) -> Result<(f64, f64)> 
 
 /// The released code's form: `C = A_0 ⋯ A_{L−1}` materialised, `L = −mean log(C[i, π(i)] + 1e−20)`.
 /// The naive baseline (memory `O(n_0 n_1)` plus every hop's matrix); equal to the others within
-/// `n·1e−20` (methods.md TV16).
+/// `n·1e−20` (docs/spec/test-vectors.md TV16).
 pub fn circulation_loss_dense(
     groups: &[&Tensor],
     closure: Option<&[u32]>,
@@ -492,7 +492,7 @@ mod tests {
         [v[0] / s, v[1] / s, v[2] / s]
     }
 
-    /// methods.md §10 TV10: P = [n(1,0.1,0), n(0,1,0.2)], Q = [e1, e2, e3], R = [n(0.9,0,0.1),
+    /// docs/spec/test-vectors.md TV10: P = [n(1,0.1,0), n(0,1,0.2)], Q = [e1, e2, e3], R = [n(0.9,0,0.1),
     /// n(0.1,0.9,0)], π = id.
     fn tv10() -> Result<(Tensor, Tensor, Tensor)> {
         Ok((

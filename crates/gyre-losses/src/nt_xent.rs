@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn tv1_identical_embeddings_give_ln_2b_minus_1() -> Result<()> {
-        // methods.md §10 TV1: B = 4, every embedding identical → ln 7 for any τ.
+        // docs/spec/test-vectors.md TV1: B = 4, every embedding identical → ln 7 for any τ.
         let e = [[0.3f32, -0.1, 0.7]; 4];
         for tau in [0.07, 0.5, 2.0] {
             let l = nt_xent(&rows(&e)?, &rows(&e)?, tau)?.to_scalar::<f32>()?;

@@ -21,7 +21,7 @@ mod tests {
 
     #[test]
     fn c5_closed_form() -> Result<()> {
-        // methods.md C5: p = (1, 0), z = (0.6, 0.8) → D = −0.6.
+        // docs/spec/test-vectors.md C5: p = (1, 0), z = (0.6, 0.8) → D = −0.6.
         let l = simsiam_loss(&rows(&[[1.0, 0.0]])?, &rows(&[[0.6, 0.8]])?)?;
         assert_close(l.to_scalar::<f32>()? as f64, -0.6, 1e-6);
         Ok(())

@@ -91,7 +91,7 @@ mod tests {
 
     #[test]
     fn tv14_ema_and_cosine_momentum() -> Result<()> {
-        // methods.md TV14: m = 0.99, θ_k = 1, θ_q = 0 → 0.99; buffers are copied, never averaged.
+        // docs/spec/test-vectors.md TV14: m = 0.99, θ_k = 1, θ_q = 0 → 0.99; buffers are copied, never averaged.
         let dev = Device::Cpu;
         let mut online = ParamStore::new();
         online.add("w", Tensor::new(&[0f32], &dev)?, ParamKind::Weight)?;

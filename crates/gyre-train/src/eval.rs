@@ -1,9 +1,88 @@
-//! Evaluation of encoders: backbone features of clean images and the kNN monitor on them.
+//! Evaluation of encoders: backbone features of clean images, and the kNN monitor — the one kNN
+//! path behind training (the baselines and every few epochs), `gyre eval` (a sweep over k and
+//! t) and the exported model's card.
 
-use crate::knn::{knn_top1, FeatureSet};
+use crate::knn::{effective_k, knn_top1, FeatureSet};
 use gyre_data::ImageSet;
 use gyre_encoders::ResNet;
 use gyre_kernels::{Device, Result, Tensor};
+use std::sync::Arc;
+
+/// The weighted-kNN monitor of one labelled bank and its queries, at one normalisation.
+#[derive(Clone)]
+pub struct KnnMonitor {
+    pub bank: Arc<ImageSet>,
+    pub queries: Arc<ImageSet>,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    /// Neighbours as asked (the vote uses [`Self::k`]) and the temperature.
+    pub k: usize,
+    pub t: f64,
+    pub device: Device,
+}
+
+/// One point of a sweep.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct KnnPoint {
+    /// The neighbours that voted (the bank's size when it is smaller than asked).
+    pub k: usize,
+    pub k_asked: usize,
+    pub t: f64,
+    pub top1: f64,
+}
+
+impl KnnMonitor {
+    /// The neighbours the vote uses: all of the bank when it is smaller than `k`.
+    pub fn k_used(&self) -> usize {
+        effective_k(self.k, self.bank.len())
+    }
+
+    fn classes(&self) -> usize {
+        self.bank.classes.len().max(1)
+    }
+
+    /// kNN top-1 of normalised raw pixels (the "no learning" reference).
+    pub fn raw_pixels(&self) -> anyhow::Result<f64> {
+        let b = pixel_features(&self.bank, &self.mean, &self.std)?;
+        let q = pixel_features(&self.queries, &self.mean, &self.std)?;
+        Ok(knn_top1(&b, &q, self.k, self.t, self.classes())?)
+    }
+
+    /// Eval-mode backbone features of the bank and of the queries, not normalised.
+    pub fn features(&self, net: &ResNet) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (m, s) = (&self.mean, &self.std);
+        Ok((
+            raw_backbone_features(net, &self.bank, m, s, &self.device)?,
+            raw_backbone_features(net, &self.queries, m, s, &self.device)?,
+        ))
+    }
+
+    /// kNN top-1 of `net`'s features at the monitor's k and t.
+    pub fn accuracy(&self, net: &ResNet) -> Result<f64> {
+        Ok(self.sweep(net, &[self.k], &[self.t])?[0].top1)
+    }
+
+    /// kNN top-1 at every (k, t) of `ks` × `ts`, from one pass of features.
+    pub fn sweep(&self, net: &ResNet, ks: &[usize], ts: &[f64]) -> Result<Vec<KnnPoint>> {
+        let (fb, fq) = self.features(net)?;
+        let labels = |s: &ImageSet| s.labels().map(<[u32]>::to_vec).unwrap_or_default();
+        let dim = net.feature_dim();
+        let b = FeatureSet::new(fb, labels(&self.bank), dim);
+        let q = FeatureSet::new(fq, labels(&self.queries), dim);
+        let mut out = Vec::new();
+        for &k in ks {
+            for &t in ts {
+                out.push(KnnPoint {
+                    k: effective_k(k, b.len()),
+                    k_asked: k,
+                    t,
+                    top1: knn_top1(&b, &q, k, t, self.classes())?,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
 
 /// L2-normalised eval-mode backbone features of every image of `set` (no augmentation).
 pub fn backbone_features(
@@ -60,20 +139,27 @@ pub fn pixel_features(
     ))
 }
 
-/// kNN top-1 of `net` with `bank` as the labelled bank and `queries` as the test set.
+/// kNN top-1 of `net` with `bank` as the labelled bank and `queries` as the test set (the
+/// [`KnnMonitor`] of those sets, for one call).
 #[allow(clippy::too_many_arguments)]
 pub fn knn_eval(
     net: &ResNet,
-    bank: &ImageSet,
-    queries: &ImageSet,
+    bank: &Arc<ImageSet>,
+    queries: &Arc<ImageSet>,
     mean: &[f32],
     std: &[f32],
     k: usize,
     t: f64,
     device: &Device,
 ) -> Result<f64> {
-    let classes = bank.classes.len().max(1);
-    let b = backbone_features(net, bank, mean, std, device)?;
-    let q = backbone_features(net, queries, mean, std, device)?;
-    knn_top1(&b, &q, k, t, classes)
+    KnnMonitor {
+        bank: bank.clone(),
+        queries: queries.clone(),
+        mean: mean.to_vec(),
+        std: std.to_vec(),
+        k,
+        t,
+        device: device.clone(),
+    }
+    .accuracy(net)
 }

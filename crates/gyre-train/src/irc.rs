@@ -644,3 +644,123 @@ impl Method for Irc {
         Some(v)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::method::testing::{batch, ctx, random_views, Fixture};
+    use gyre_encoders::ProjectionHeadConfig;
+
+    fn ema_config() -> IrcConfig {
+        let mut cfg: IrcConfig = toml::from_str(
+            "memory = \"ema\"\nmemory_size = 32\nmemory_momentum = 0.9\nhead_hidden = 16\nhead_output = 8",
+        )
+        .unwrap();
+        cfg = cfg.resolved();
+        cfg
+    }
+
+    /// `memory = "ema"`: the rows a step adds to the memory are `n(head(backbone(view 2)))` of an
+    /// EMA copy of the backbone and cycle head, `θ_e ← m·θ_e + (1 − m)·θ` with the online weights
+    /// before the step, updated before its forward pass — recomputed here from the online
+    /// weights alone, on a separate network.
+    #[test]
+    fn an_ema_memory_holds_the_ema_encoders_outputs() -> anyhow::Result<()> {
+        let f = Fixture::new(8);
+        let entry = crate::method::lookup("simclr").unwrap();
+        let settings = entry.resolve(&toml::Table::new(), &f.env()).unwrap();
+        let inner = entry.build(&settings, &f.build_context())?;
+        let cfg = ema_config();
+        assert_eq!(cfg.memory_kind(), MemoryKind::Ema);
+        let mut irc = Irc::new(inner, &cfg, f.head.output, 0, &f.device)?;
+        // The independent copy: same architecture, its own tensors.
+        let net = ResNet::new(irc.backbone().config().clone(), 99, &f.device)?;
+        let head_cfg = ProjectionHeadConfig::new(net.feature_dim(), 16, 8);
+        let head = ProjectionHead::new(head_cfg, 99, "cycle_projector", &f.device)?;
+        let mut copy = ParamStore::new();
+        copy.extend_prefixed("backbone", net.params());
+        copy.extend_prefixed("cycle_projector", head.params());
+        let online: Vec<_> = copy
+            .all()
+            .iter()
+            .map(|p| irc.params().get(&p.name).expect("online twin").clone())
+            .collect();
+        // θ_e starts as the online weights.
+        let mut theta: Vec<Tensor> = online
+            .iter()
+            .map(|p| p.var.as_tensor().copy().unwrap())
+            .collect();
+        for s in 0..3u64 {
+            let views = random_views(2, 8, 10 + s)?;
+            for ((p, o), t) in copy.all().iter().zip(&online).zip(theta.iter_mut()) {
+                if p.kind.trains() {
+                    *t = ((&*t * 0.9)? + (o.var.as_tensor() * 0.1)?)?;
+                }
+                p.var.set(t)?;
+            }
+            let want = l2_normalize(&head.forward_t(&net.forward_t(&views[1], true)?, true)?)?;
+            let out = irc.step(&views, &batch(8), ctx(s))?;
+            // An optimiser step, so that the online weights move between steps.
+            let grads = out.loss.backward()?;
+            for p in irc.params().trainable() {
+                if let Some(g) = grads.get(p.var.as_tensor()) {
+                    p.var.set(&(p.var.as_tensor() - (g * 0.1)?)?)?;
+                }
+            }
+            irc.after_step(ctx(s))?;
+            let (rows, _) = irc.plugin().memory(&f.device)?;
+            let got = rows.narrow(0, 8 * s as usize, 8)?;
+            let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(
+                diff < 1e-5,
+                "step {s}: memory rows differ from the EMA encoder's by {diff}"
+            );
+        }
+        // The EMA encoder is in the checkpoint state.
+        let state = irc.state()?;
+        assert!(state
+            .iter()
+            .any(|(k, _)| k == "irc.memory_encoder.backbone.conv1.weight"));
+        Ok(())
+    }
+
+    /// The memory source and size parse from either form, and bad values are refused by name.
+    #[test]
+    fn memory_settings_parse_resolve_and_check() {
+        let parse = |t: &str| toml::from_str::<IrcConfig>(t);
+        let old = parse("memory = 256").unwrap();
+        assert_eq!(
+            (old.memory_kind(), old.memory_rows()),
+            (MemoryKind::Online, 256)
+        );
+        let r = old.resolved();
+        assert_eq!(
+            (r.memory, r.memory_size),
+            (MemoryChoice::Kind(MemoryKind::Online), Some(256))
+        );
+        let ema = parse("memory = \"ema\"").unwrap();
+        assert_eq!(
+            (ema.memory_kind(), ema.memory_rows()),
+            (MemoryKind::Ema, 4096)
+        );
+        let e = parse("memory = \"fifo\"").unwrap_err().to_string();
+        assert!(
+            e.contains("expected \"online\", \"ema\" or a number of rows"),
+            "{e}"
+        );
+        let both = parse("memory = 256\nmemory_size = 512").unwrap();
+        assert_eq!(both.check(64).unwrap_err().0, "irc.memory");
+        let small = parse("memory = \"online\"\nmemory_size = 8").unwrap();
+        let (field, problem) = small.check(64).unwrap_err();
+        assert_eq!(field, "irc.memory_size");
+        assert!(problem.contains("must hold at least one batch (64), got 8"));
+        assert_eq!(
+            parse("memory_momentum = 1.0")
+                .unwrap()
+                .check(1)
+                .unwrap_err()
+                .0,
+            "irc.memory_momentum"
+        );
+    }
+}

@@ -1,15 +1,19 @@
-//! Training for gyre: methods (encoder + head + loss + views), optimisers, schedules, the kNN
-//! monitor, checkpoints, metrics, TOML recipes, benchmarks, and the `gyre` binary's commands.
+//! Training for gyre, as a library: methods (one file each, behind a registry), the IRC plug-in
+//! that wraps any of them, teachers, queues and banks, optimisers and schedules, the trainer and
+//! its observers, the kNN monitor and linear probe, checkpoints and exports, and TOML recipes.
+//! The `gyre` binary (crate `gyre-cli`) is a thin command line over it.
+//!
+//! Layers, bottom up (nothing imports from a layer above it): `step`, `bank`, `ema`, `teacher`,
+//! `cluster_bank`, `optim`, `schedule`, `knn`, `metrics` → `config` (recipe sections) → `method`
+//! → `irc` → `recipe` → `data_setup`, `eval`, `linear`, `checkpoint`, `observe` → `trainer`,
+//! `export`.
 
 pub mod bank;
-pub mod bench;
-pub mod bench_ops;
 pub mod checkpoint;
 pub mod cluster_bank;
 pub mod config;
 pub mod data_setup;
 pub mod ema;
-pub mod embed;
 pub mod eval;
 pub mod export;
 pub mod irc;
@@ -17,8 +21,8 @@ pub mod knn;
 pub mod linear;
 pub mod method;
 pub mod metrics;
+pub mod observe;
 pub mod optim;
-pub mod plot;
 pub mod recipe;
 pub mod schedule;
 pub mod step;

@@ -400,6 +400,13 @@ impl Recipe {
             .map_err(|e| method_error(prov, e))?;
         self.method.settings = resolved;
         if let Some(irc) = &self.irc {
+            // Checked as written (its messages name the keys the recipe used), then resolved.
+            irc.check(self.train.batch_size)
+                .map_err(|(field, problem)| RecipeError::Invalid {
+                    file: prov.file_of(&field).to_string(),
+                    field,
+                    problem,
+                })?;
             self.irc = Some(irc.resolved());
         }
         Ok(())

@@ -1,12 +1,17 @@
-//! The training loop every method shares: data, views, loss, backward, optimiser, schedule, the
-//! kNN monitor, logs and checkpoints; it ends with a one-line JSON summary.
+//! The training loop every method shares, as a [`Trainer`]: data, views, loss, backward,
+//! optimiser, schedule; everything it reports — the kNN monitor, the NaN stop, `metrics.jsonl`,
+//! checkpoints, and whatever the caller adds (a progress bar) — goes through
+//! [`crate::observe::Observer`]s. It ends with a JSON summary. The library prints nothing.
 
-use crate::checkpoint::{self, CheckpointState};
+use crate::checkpoint;
 use crate::data_setup::{self, RunData};
-use crate::eval::{knn_eval, pixel_features};
-use crate::knn::{effective_k, knn_top1};
+use crate::eval::KnnMonitor;
 use crate::method::Method;
-use crate::metrics::{embedding_std, peak_rss_mb, utc_stamp, MetricsLog};
+use crate::metrics::{peak_rss_mb, utc_stamp};
+pub use crate::observe::Interrupted;
+use crate::observe::{
+    Checkpoints, Epoch, Metrics, NanStop, Observer, Position, Run, RunState, Start, Step,
+};
 use crate::optim::{OptimSettings, Optimizer};
 use crate::recipe::Recipe;
 use crate::schedule::LrSchedule;
@@ -14,10 +19,9 @@ use crate::step::StepContext;
 use anyhow::Context;
 use gyre_data::{Loader, LoaderConfig, ViewPipeline};
 use gyre_kernels::{Device, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,8 +30,6 @@ use std::time::Instant;
 pub struct TrainOptions {
     /// Use this run folder instead of `<out_dir>/<name>-<UTC stamp>`.
     pub run_dir: Option<PathBuf>,
-    /// No progress bar.
-    pub quiet: bool,
     /// Continue the run in `run_dir` from its checkpoint.
     pub resume: bool,
     /// Start afresh in a `run_dir` that holds another run (its run files are removed first);
@@ -39,24 +41,13 @@ pub struct TrainOptions {
     pub stop: Option<Arc<AtomicUsize>>,
 }
 
-/// A run stopped on request ([`TrainOptions::stop`]) after writing its checkpoint; continue it
-/// with `gyre train --resume <run_dir>`.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "interrupted by signal {signal} at step {step}: checkpoint written to {}; continue with: gyre train --resume {}",
-    checkpoint.display(),
-    run_dir.display()
-)]
-pub struct Interrupted {
-    pub signal: usize,
-    pub step: u64,
-    pub checkpoint: PathBuf,
-    pub run_dir: PathBuf,
-}
+/// The end-of-run summary (also the last line of `metrics.jsonl`).
+pub type Summary = serde_json::Value;
 
 /// The files a run writes into its folder (what `overwrite` removes).
 const RUN_FILES: &[&str] = &[
     "recipe.toml",
+    "recipe.tmp",
     "metrics.jsonl",
     "metrics.jsonl.tmp",
     "checkpoint.safetensors",
@@ -67,9 +58,6 @@ const RUN_FILES: &[&str] = &[
     "checkpoints",
     "plots",
 ];
-
-/// The end-of-run summary (also the last line on stdout).
-pub type Summary = serde_json::Value;
 
 /// The run folder: created, or — resuming — the existing one. A folder that already holds files
 /// is refused (its run would be overwritten and its log appended to) unless `overwrite` is set,
@@ -119,7 +107,7 @@ fn make_run_dir(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<PathBuf>
 
 /// Writes `text` to `path` through a temp file and a rename: a crash leaves the old file or the
 /// new one, never half of one.
-fn write_atomic(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).with_context(|| format!("{}: cannot write", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename", path.display()))?;
@@ -141,411 +129,331 @@ fn views_to_tensors(
         .collect()
 }
 
-/// Drops the log lines of steps after `step` (and any summary): a resumed run re-logs them.
-fn truncate_log(path: &std::path::Path, step: u64) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-            v["kind"] != "summary" && v["step"].as_u64().is_none_or(|s| s <= step)
-        })
-        .collect();
-    let tmp = path.with_extension("jsonl.tmp");
-    let mut body = kept.join("\n");
-    if !body.is_empty() {
-        body.push('\n');
-    }
-    std::fs::write(&tmp, body).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename", path.display()))?;
-    Ok(())
+/// A run, set up and ready: [`Trainer::new`] validates the recipe, checks the run folder, loads
+/// the data, builds the method and the optimiser (restoring them when resuming); observers are
+/// added with [`Trainer::observe`]; [`Trainer::run`] trains.
+pub struct Trainer {
+    recipe: Recipe,
+    run_dir: PathBuf,
+    device: Device,
+    data: RunData,
+    method: Box<dyn Method>,
+    optim: Optimizer,
+    schedule: LrSchedule,
+    loader: Loader,
+    position: Position,
+    resumed: bool,
+    state: RunState,
+    knn_k: usize,
+    observers: Vec<Box<dyn Observer>>,
+    started: Instant,
 }
 
-/// Where a checkpoint is taken: (epochs done, steps into the next epoch, steps, last kNN, best).
-type Position = (u64, u64, u64, Option<f64>, Option<f64>);
-
-/// Writes the run's checkpoint at `at` (see [`checkpoint::save`]).
-fn write_checkpoint(
-    run_dir: &std::path::Path,
-    recipe: &Recipe,
-    method: &dyn Method,
-    optim: &Optimizer,
-    at: Position,
-    keep: checkpoint::Keep,
-    is_best: bool,
-) -> anyhow::Result<PathBuf> {
-    let (epoch, epoch_step, step, knn_top1, best_knn_top1) = at;
-    let state = CheckpointState {
-        recipe: recipe.name.clone(),
-        method: method.name().into(),
-        epoch,
-        epoch_step,
-        step,
-        seed: recipe.seed,
-        weights: "checkpoint.safetensors".into(),
-        knn_top1,
-        best_knn_top1,
-    };
-    let st = method.state()?;
-    checkpoint::save(run_dir, method.params(), optim, st, &state, keep, is_best)
-}
-
-/// The signal number of a pending stop request, if any.
-fn stop_signal(opts: &TrainOptions) -> Option<usize> {
-    opts.stop
-        .as_ref()
-        .map(|s| s.load(Ordering::SeqCst))
-        .filter(|&s| s != 0)
-}
-
-fn interrupted(
-    signal: usize,
-    step: u64,
-    ckpt: &std::path::Path,
-    run_dir: &std::path::Path,
-) -> anyhow::Error {
-    Interrupted {
-        signal,
-        step,
-        checkpoint: ckpt.to_path_buf(),
-        run_dir: run_dir.to_path_buf(),
-    }
-    .into()
-}
-
-/// Trains `recipe` and returns the summary. The recipe is validated first (a hand-built one
-/// included), and the run folder checked, before any data is read.
-pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
-    let t_start = Instant::now();
-    recipe.validate("recipe")?;
-    let run_dir = make_run_dir(recipe, opts)?;
-    let device = gyre_kernels::select_device(&recipe.train.device)?;
-    let RunData {
-        pretrain,
-        eval,
-        description,
-        dataset,
-        mean,
-        std,
-        normalisation,
-        mut report,
-    } = data_setup::load(recipe)?;
-    // What the kNN vote uses: a bank smaller than `knn_k` votes with all of it.
-    let (k, t) = (recipe.eval.knn_k, recipe.eval.knn_t);
-    let k = match &eval {
-        Some((bank, _)) if effective_k(k, bank.len()) != k => {
-            let used = effective_k(k, bank.len());
-            report.warnings.push(format!(
-                "eval.knn_k: {k} neighbours asked, the kNN bank has {used} images: kNN uses {used}"
-            ));
-            used
-        }
-        _ => k,
-    };
-    // The run's recipe records the normalisation it used (evaluation and export read it).
-    let mut resolved = recipe.clone();
-    resolved.data.mean = Some(mean.clone());
-    resolved.data.std = Some(std.clone());
-    let recipe = &resolved;
-    let channels = pretrain.channels;
-
-    let mut method: Box<dyn Method> = recipe.build_method(channels, pretrain.len(), &device)?;
-    let views = recipe
-        .method
-        .views
-        .iter()
-        .map(|v| ViewPipeline::new(recipe.augment[v].clone(), &mean, &std))
-        .collect::<Result<Vec<_>, _>>()?;
-    let loader = Loader::new(
-        pretrain.clone(),
-        views,
-        LoaderConfig {
-            batch_size: recipe.train.batch_size,
-            seed: recipe.seed,
-            prefetch: recipe.data.prefetch,
-        },
-    )?;
-    let steps_per_epoch = loader.batches_per_epoch() as u64;
-    let total_steps = steps_per_epoch * recipe.train.epochs as u64;
-    let o = &recipe.optim;
-    let schedule = LrSchedule {
-        base: recipe.effective_lr(),
-        final_lr: o.final_lr,
-        warmup_iters: (o.warmup_epochs * steps_per_epoch as f64).round() as u64,
-        total_iters: total_steps,
-        decay: o.decay,
-    };
-    let settings = OptimSettings {
-        kind: o.name,
-        momentum: o.momentum,
-        nesterov: o.nesterov,
-        weight_decay: o.weight_decay,
-        exclude_bn_bias: o.exclude_bn_bias,
-        betas: (o.betas[0], o.betas[1]),
-        eps: o.eps,
-        eta: o.eta,
-        clip_lr: o.clip_lr,
-    };
-    let mut optim = Optimizer::new(method.params(), settings);
-
-    let metrics_path = run_dir.join("metrics.jsonl");
-    // Where to start: the beginning, or the checkpoint of an interrupted run.
-    let (mut step, start_epoch, start_epoch_step, mut best_knn, mut last_knn) = if opts.resume {
-        let ck = checkpoint::load(&run_dir, &device)?;
-        let wp = checkpoint::weights_path(&run_dir);
-        checkpoint::restore_params(method.params(), &ck.tensors, &wp)?;
-        optim.load_state(&ck.tensors, ck.state.step);
-        method
-            .load_state(&checkpoint::method_state(&ck.tensors))
-            .with_context(|| format!("{}: restoring the method's state", wp.display()))?;
-        truncate_log(&metrics_path, ck.state.step)?;
-        let s = ck.state;
-        (s.step, s.epoch, s.epoch_step, s.best_knn_top1, s.knn_top1)
-    } else {
-        write_atomic(&run_dir.join("recipe.toml"), &recipe.to_toml())?;
-        (0u64, 0u64, 0u64, None, None)
-    };
-    let mut log = MetricsLog::create(&metrics_path)
-        .with_context(|| format!("{}: cannot create", metrics_path.display()))?;
-    if !opts.quiet {
-        eprintln!("gyre: {} · {} · {description}", recipe.name, method.name());
-        eprintln!("gyre: run folder {}", run_dir.display());
-        if normalisation != "recipe" {
-            eprintln!("gyre: normalisation ({normalisation}): mean {mean:?}, std {std:?}");
-        }
-        let bad = &report.bad_samples;
-        if bad.count > 0 {
-            eprintln!(
-                "gyre: skipped {} bad sample(s), first: {}",
-                bad.count,
-                bad.first.join("; ")
-            );
-        }
-        if report.grey_to_rgb > 0 {
-            eprintln!(
-                "gyre: converted {} grey image(s) to RGB, first: {}",
-                report.grey_to_rgb,
-                report.grey_to_rgb_first.join("; ")
-            );
-        }
-    }
-    for w in &report.warnings {
-        eprintln!("gyre: warning: {w}");
-    }
-
-    let (mut raw_knn, mut init_knn) = (None, None);
-    if let (true, Some((bank, queries))) = (recipe.eval.baselines, &eval) {
-        let classes = bank.classes.len();
-        let r = knn_top1(
-            &pixel_features(bank, &mean, &std)?,
-            &pixel_features(queries, &mean, &std)?,
-            k,
-            t,
-            classes,
+impl Trainer {
+    pub fn new(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        recipe.validate("recipe")?;
+        let run_dir = make_run_dir(recipe, opts)?;
+        let device = gyre_kernels::select_device(&recipe.train.device)?;
+        let mut data = data_setup::load(recipe)?;
+        // The run's recipe records the normalisation it used (evaluation and export read it).
+        let mut recipe = recipe.clone();
+        recipe.data.mean = Some(data.mean.clone());
+        recipe.data.std = Some(data.std.clone());
+        let mut method =
+            recipe.build_method(data.pretrain.channels, data.pretrain.len(), &device)?;
+        let views = recipe
+            .method
+            .views
+            .iter()
+            .map(|v| ViewPipeline::new(recipe.augment[v].clone(), &data.mean, &data.std))
+            .collect::<Result<Vec<_>, _>>()?;
+        let loader = Loader::new(
+            data.pretrain.clone(),
+            views,
+            LoaderConfig {
+                batch_size: recipe.train.batch_size,
+                seed: recipe.seed,
+                prefetch: recipe.data.prefetch,
+            },
         )?;
-        let i = knn_eval(method.backbone(), bank, queries, &mean, &std, k, t, &device)?;
-        log.write(&json!({"kind": "baseline", "raw_knn_top1": r, "init_knn_top1": i}))?;
-        if !opts.quiet {
-            eprintln!(
-                "gyre: kNN top-1 before training: raw pixels {:.2}%, random-init encoder {:.2}%",
-                100.0 * r,
-                100.0 * i
-            );
+        let steps_per_epoch = loader.batches_per_epoch() as u64;
+        let o = &recipe.optim;
+        let schedule = LrSchedule {
+            base: recipe.effective_lr(),
+            final_lr: o.final_lr,
+            warmup_iters: (o.warmup_epochs * steps_per_epoch as f64).round() as u64,
+            total_iters: steps_per_epoch * recipe.train.epochs as u64,
+            decay: o.decay,
+        };
+        let mut optim = Optimizer::new(
+            method.params(),
+            OptimSettings {
+                kind: o.name,
+                momentum: o.momentum,
+                nesterov: o.nesterov,
+                weight_decay: o.weight_decay,
+                exclude_bn_bias: o.exclude_bn_bias,
+                betas: (o.betas[0], o.betas[1]),
+                eps: o.eps,
+                eta: o.eta,
+                clip_lr: o.clip_lr,
+            },
+        );
+        // What the kNN vote uses: a bank smaller than `knn_k` votes with all of it.
+        let k = recipe.eval.knn_k;
+        let mut knn_k = k;
+        let mut observers: Vec<Box<dyn Observer>> = Vec::new();
+        if let Some((bank, queries)) = &data.eval {
+            let monitor = KnnMonitor {
+                bank: bank.clone(),
+                queries: queries.clone(),
+                mean: data.mean.clone(),
+                std: data.std.clone(),
+                k,
+                t: recipe.eval.knn_t,
+                device: device.clone(),
+            };
+            knn_k = monitor.k_used();
+            if knn_k != k {
+                data.report.warnings.push(format!(
+                    "eval.knn_k: {k} neighbours asked, the kNN bank has {knn_k} images: kNN uses {knn_k}"
+                ));
+            }
+            observers.push(Box::new(monitor));
         }
-        raw_knn = Some(r);
-        init_knn = Some(i);
+        observers.push(Box::new(NanStop));
+        observers.push(Box::new(Metrics::new(&run_dir)));
+        observers.push(Box::new(Checkpoints::new(opts.stop.clone())));
+        // Where to start: the beginning, or the checkpoint of an interrupted run.
+        let mut position = Position::default();
+        let mut state = RunState::default();
+        if opts.resume {
+            let ck = checkpoint::load(&run_dir, &device)?;
+            let wp = checkpoint::weights_path(&run_dir);
+            checkpoint::restore_params(method.params(), &ck.tensors, &wp)?;
+            optim.load_state(&ck.tensors, ck.state.step);
+            method
+                .load_state(&checkpoint::method_state(&ck.tensors))
+                .with_context(|| format!("{}: restoring the method's state", wp.display()))?;
+            let s = ck.state;
+            position = Position {
+                epoch: s.epoch,
+                epoch_step: s.epoch_step,
+                step: s.step,
+            };
+            state.last_knn = s.knn_top1;
+            state.best_knn = s.best_knn_top1;
+            state.last_checkpoint = Some(wp);
+        } else {
+            write_atomic(&run_dir.join("recipe.toml"), &recipe.to_toml())?;
+        }
+        Ok(Self {
+            recipe,
+            run_dir,
+            device,
+            data,
+            method,
+            optim,
+            schedule,
+            loader,
+            position,
+            resumed: opts.resume,
+            state,
+            knn_k,
+            observers,
+            started,
+        })
     }
 
-    let bar = if opts.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total_steps)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    let imgs_per_step = (recipe.train.batch_size * recipe.method.views.len()) as f64;
-    let mut train_secs = 0f64;
-    let start_step = step;
-    if opts.resume && step == total_steps && !opts.quiet {
-        eprintln!(
-            "gyre: the run had already finished (step {step} of {total_steps}): nothing to train"
+    /// Adds an observer; it sees every event after the built-in ones.
+    pub fn observe(&mut self, observer: Box<dyn Observer>) {
+        self.observers.push(observer);
+    }
+
+    /// The resolved recipe (with the normalisation the run uses).
+    pub fn recipe(&self) -> &Recipe {
+        &self.recipe
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    pub fn method_name(&self) -> &'static str {
+        self.method.name()
+    }
+
+    /// Steps of the whole run.
+    pub fn total_steps(&self) -> u64 {
+        self.steps_per_epoch() * self.recipe.train.epochs as u64
+    }
+
+    fn steps_per_epoch(&self) -> u64 {
+        self.loader.batches_per_epoch() as u64
+    }
+
+    /// Calls `f` on every observer in order with the run as they see it; the first error stops.
+    fn notify(
+        &mut self,
+        mut f: impl FnMut(&mut dyn Observer, &mut Run) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let (spe, total) = (self.steps_per_epoch(), self.total_steps());
+        let mut run = Run {
+            recipe: &self.recipe,
+            run_dir: &self.run_dir,
+            method: &*self.method,
+            optim: &self.optim,
+            position: self.position,
+            steps_per_epoch: spe,
+            total_steps: total,
+            state: &mut self.state,
+        };
+        for o in &mut self.observers {
+            f(&mut **o, &mut run)?;
+        }
+        Ok(())
+    }
+
+    /// Trains to the end (or to a stop request) and returns the summary.
+    pub fn run(mut self) -> anyhow::Result<Summary> {
+        let data = &self.data;
+        let (description, dataset) = (data.description.clone(), data.dataset.clone());
+        let (normalisation, mean, std) = (
+            data.normalisation.clone(),
+            data.mean.clone(),
+            data.std.clone(),
         );
-    }
-    let mut last_loss = f64::NAN;
-    let keep = checkpoint::Keep {
-        last: recipe.train.keep_last,
-        best: recipe.train.keep_best,
-    };
-    let every_steps = recipe.train.checkpoint_every_steps as u64;
-    let mut ckpt_path: Option<PathBuf> = None;
-    let mut window = (Instant::now(), 0u64);
-    bar.set_position(step);
-    for epoch in start_epoch..recipe.train.epochs as u64 {
-        let t_epoch = Instant::now();
-        let first = if epoch == start_epoch {
-            start_epoch_step as usize
-        } else {
-            0
+        let report = data.report.clone();
+        let start = Start {
+            description: &description,
+            dataset: &dataset,
+            normalisation: &normalisation,
+            mean: &mean,
+            std: &std,
+            report: &report,
+            resumed: self.resumed,
         };
-        for (i, batch) in loader.epoch(epoch, first).enumerate() {
-            let mut batch = batch?;
-            let lr = schedule.at(step);
-            let x = views_to_tensors(&mut batch, &device)?;
-            let ctx = StepContext {
-                step,
-                total_steps,
-                steps_per_epoch,
-            };
-            let out = method.step(&x, &batch, ctx)?;
-            let loss = out
-                .loss
-                .to_dtype(gyre_kernels::DType::F32)?
-                .to_scalar::<f32>()? as f64;
-            if !loss.is_finite() {
-                let last = ckpt_path
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "none written yet".into());
-                anyhow::bail!("loss became {loss} at epoch {epoch}, step {step}: training stopped; last good checkpoint: {last}");
-            }
-            let grads = out.loss.backward()?;
-            optim.step(&grads, lr)?;
-            drop(grads);
-            method.after_step(ctx)?;
-            step += 1;
-            last_loss = loss;
-            window.1 += 1;
-            if step.is_multiple_of(recipe.train.log_every as u64) || step == total_steps {
-                let ips = window.1 as f64 * imgs_per_step / window.0.elapsed().as_secs_f64();
-                window = (Instant::now(), 0);
-                let mut line = json!({"kind": "step", "epoch": epoch, "step": step, "loss": loss, "lr": lr, "img_per_s": ips, "peak_rss_mb": peak_rss_mb()});
-                line["embed_std"] = json!(embedding_std(&out.embeddings)?);
-                for (k, v) in &out.logs {
-                    line[*k] = json!(v);
-                }
-                log.write(&line)?;
-                bar.set_message(format!("loss {loss:.4} lr {lr:.4} {ips:.0} img/s"));
-            }
-            bar.inc(1);
-            let epoch_step = (first + i + 1) as u64;
-            let mid_epoch = epoch_step < steps_per_epoch;
-            let signal = stop_signal(opts);
-            if mid_epoch
-                && ((every_steps > 0 && step.is_multiple_of(every_steps)) || signal.is_some())
-            {
-                let at = (epoch, epoch_step, step, last_knn, best_knn);
-                ckpt_path = Some(write_checkpoint(
-                    &run_dir, recipe, &*method, &optim, at, keep, false,
-                )?);
-            }
-            // A stop request mid-epoch ends the run here, its checkpoint written; at the
-            // epoch's end it waits for the epoch's evaluation and checkpoint, below.
-            if let (Some(signal), true, Some(ckpt)) = (signal, mid_epoch, &ckpt_path) {
-                bar.finish_and_clear();
-                return Err(interrupted(signal, step, ckpt, &run_dir));
-            }
-        }
-        train_secs += t_epoch.elapsed().as_secs_f64();
-        let done = epoch + 1;
-        let last_epoch = done == recipe.train.epochs as u64;
-        let every = recipe.eval.knn_every as u64;
-        if last_epoch || (every > 0 && done.is_multiple_of(every)) {
-            let acc = match &eval {
-                Some((bank, queries)) => Some(knn_eval(
-                    method.backbone(),
-                    bank,
-                    queries,
-                    &mean,
-                    &std,
-                    k,
-                    t,
-                    &device,
-                )?),
-                None => None,
-            };
-            let mut entry = json!({"kind": "knn", "epoch": done, "step": step, "knn_top1": acc, "k": k, "t": t});
-            let mut line = match acc {
-                Some(a) => format!("gyre: epoch {done}: kNN top-1 {:.2}%", 100.0 * a),
-                None => format!("gyre: epoch {done}"),
-            };
-            if let Some(serde_json::Value::Object(stats)) = method.take_eval_stats() {
-                for (key, v) in stats {
-                    // Fractions go on the console line; counts only into the log.
-                    if let Some(x) = v.as_f64().filter(|_| v.is_f64()) {
-                        line.push_str(&format!(", {key} {x:.4}"));
-                    }
-                    entry[key] = v;
-                }
-            }
-            log.write(&entry)?;
-            if bar.is_hidden() {
-                if !opts.quiet {
-                    eprintln!("{line}");
-                }
+        self.notify(|o, run| o.start(&start, run))?;
+        let steps_per_epoch = self.steps_per_epoch();
+        let total_steps = self.total_steps();
+        let images = self.recipe.train.batch_size * self.recipe.method.views.len();
+        let start_step = self.position.step;
+        let (start_epoch, start_epoch_step) = (self.position.epoch, self.position.epoch_step);
+        let mut train_secs = 0f64;
+        let mut last_loss = f64::NAN;
+        for epoch in start_epoch..self.recipe.train.epochs as u64 {
+            let t_epoch = Instant::now();
+            let first = if epoch == start_epoch {
+                start_epoch_step as usize
             } else {
-                bar.println(line);
+                0
+            };
+            for (i, batch) in self.loader.epoch(epoch, first).enumerate() {
+                let mut batch = batch?;
+                let step = self.position.step;
+                let lr = self.schedule.at(step);
+                let x = views_to_tensors(&mut batch, &self.device)?;
+                let ctx = StepContext {
+                    step,
+                    total_steps,
+                    steps_per_epoch,
+                };
+                let out = self.method.step(&x, &batch, ctx)?;
+                let loss = out
+                    .loss
+                    .to_dtype(gyre_kernels::DType::F32)?
+                    .to_scalar::<f32>()? as f64;
+                self.position = Position {
+                    epoch,
+                    epoch_step: (first + i) as u64,
+                    step,
+                };
+                self.notify(|o, run| o.loss(loss, run))?;
+                let grads = out.loss.backward()?;
+                self.optim.step(&grads, lr)?;
+                drop(grads);
+                self.method.after_step(ctx)?;
+                last_loss = loss;
+                self.position = Position {
+                    epoch,
+                    epoch_step: (first + i + 1) as u64,
+                    step: step + 1,
+                };
+                let s = Step {
+                    loss,
+                    lr,
+                    logs: &out.logs,
+                    embeddings: &out.embeddings,
+                    images,
+                };
+                self.notify(|o, run| o.step(&s, run))?;
             }
-            last_knn = acc;
+            train_secs += t_epoch.elapsed().as_secs_f64();
+            let done = epoch + 1;
+            let last = done == self.recipe.train.epochs as u64;
+            let every = self.recipe.eval.knn_every as u64;
+            let evaluate = last || (every > 0 && done.is_multiple_of(every));
+            let stats = match evaluate.then(|| self.method.take_eval_stats()).flatten() {
+                Some(serde_json::Value::Object(m)) => m,
+                _ => serde_json::Map::new(),
+            };
+            let mut e = Epoch {
+                evaluate,
+                last,
+                knn: None,
+                k: self.knn_k,
+                t: self.recipe.eval.knn_t,
+                stats,
+            };
+            self.position = Position {
+                epoch: done,
+                epoch_step: 0,
+                step: self.position.step,
+            };
+            self.notify(|o, run| o.epoch(&mut e, run))?;
         }
-        let is_best = match (last_knn, best_knn) {
-            (Some(a), Some(b)) => a > b,
-            (Some(_), None) => true,
-            _ => false,
-        };
-        if is_best {
-            best_knn = last_knn;
-        }
-        let signal = stop_signal(opts);
-        if last_epoch
-            || done.is_multiple_of(recipe.train.checkpoint_every as u64)
-            || signal.is_some()
-        {
-            let at = (done, 0, step, last_knn, best_knn);
-            ckpt_path = Some(write_checkpoint(
-                &run_dir, recipe, &*method, &optim, at, keep, is_best,
-            )?);
-        }
-        if let (Some(signal), false, Some(ckpt)) = (signal, last_epoch, &ckpt_path) {
-            bar.finish_and_clear();
-            return Err(interrupted(signal, step, ckpt, &run_dir));
-        }
-        window = (Instant::now(), 0);
+        let step = self.position.step;
+        let baselines = self.state.baselines;
+        let summary = json!({
+            "recipe": self.recipe.name,
+            "method": self.method.name(),
+            "encoder": self.recipe.encoder.arch,
+            "dataset": dataset,
+            "data": description,
+            "seed": self.recipe.seed,
+            "epochs": self.recipe.train.epochs,
+            "steps": step,
+            "batch_size": self.recipe.train.batch_size,
+            "final_loss": last_loss,
+            "knn_top1": self.state.last_knn,
+            "raw_knn_top1": baselines.map(|b| b.0),
+            "init_knn_top1": baselines.map(|b| b.1),
+            "knn_k": self.knn_k,
+            "knn_t": self.recipe.eval.knn_t,
+            "train_seconds": train_secs,
+            "wall_seconds": self.started.elapsed().as_secs_f64(),
+            // This process's rate: none when it trained no step (a finished run resumed).
+            "img_per_s": (step > start_step && train_secs > 0.0)
+                .then(|| (step - start_step) as f64 * images as f64 / train_secs),
+            "peak_rss_mb": peak_rss_mb(),
+            "threads": rayon::current_num_threads(),
+            "checkpoint": self.state.last_checkpoint.as_ref().map(|p| p.display().to_string()),
+            "bad_samples": report.bad_samples,
+            "grey_to_rgb": report.grey_to_rgb,
+            "warnings": report.warnings,
+            "normalisation": {"mean": mean, "std": std, "source": normalisation},
+            "metrics": self.run_dir.join("metrics.jsonl").display().to_string(),
+            "run_dir": self.run_dir.display().to_string(),
+        });
+        self.notify(|o, run| o.end(&summary, run))?;
+        Ok(summary)
     }
-    bar.finish_and_clear();
-    let summary = json!({
-        "recipe": recipe.name,
-        "method": method.name(),
-        "encoder": recipe.encoder.arch,
-        "dataset": dataset,
-        "data": description,
-        "seed": recipe.seed,
-        "epochs": recipe.train.epochs,
-        "steps": step,
-        "batch_size": recipe.train.batch_size,
-        "final_loss": last_loss,
-        "knn_top1": last_knn,
-        "raw_knn_top1": raw_knn,
-        "init_knn_top1": init_knn,
-        "knn_k": k,
-        "knn_t": t,
-        "train_seconds": train_secs,
-        "wall_seconds": t_start.elapsed().as_secs_f64(),
-        // This process's rate: none when it trained no step (a finished run resumed).
-        "img_per_s": (step > start_step && train_secs > 0.0)
-            .then(|| (step - start_step) as f64 * imgs_per_step / train_secs),
-        "peak_rss_mb": peak_rss_mb(),
-        "threads": rayon::current_num_threads(),
-        "checkpoint": ckpt_path.map(|p| p.display().to_string()),
-        "bad_samples": report.bad_samples,
-        "grey_to_rgb": report.grey_to_rgb,
-        "warnings": report.warnings,
-        "normalisation": {"mean": mean, "std": std, "source": normalisation},
-        "metrics": metrics_path.display().to_string(),
-        "run_dir": run_dir.display().to_string(),
-    });
-    log.write(&json!({"kind": "summary", "summary": summary}))?;
-    Ok(summary)
+}
+
+/// Trains `recipe` with the built-in observers only and returns the summary. The recipe is
+/// validated first (a hand-built one included), and the run folder checked, before any data is
+/// read.
+pub fn train(recipe: &Recipe, opts: &TrainOptions) -> anyhow::Result<Summary> {
+    Trainer::new(recipe, opts)?.run()
 }

@@ -5,14 +5,14 @@
 //! `benches/ops_bench.py` times the same ops in PyTorch.
 
 use crate::bench::BenchModel;
-use crate::metrics::peak_rss_mb;
-use crate::optim::{OptimSettings, Optimizer};
 use gyre_encoders::ParamStore;
 use gyre_kernels::ops::batch_norm_train;
 use gyre_kernels::ops::conv2d::{
     conv2d_forward_cpu, conv2d_grad_input_cpu, conv2d_grad_weight_cpu, ConvGeom,
 };
 use gyre_kernels::{Device, Tensor, Var};
+use gyre_train::metrics::peak_rss_mb;
+use gyre_train::optim::{OptimSettings, Optimizer};
 use serde_json::{json, Value};
 use std::time::Instant;
 

@@ -2,11 +2,11 @@
 //! projection head, NT-Xent τ = 0.2, AdamW lr 1e-3) on fixed random inputs, the same step as
 //! `shared/reference/step_bench.py`; and data-pipeline throughput in pairs of views per second.
 
-use crate::metrics::peak_rss_mb;
-use crate::optim::{OptimSettings, Optimizer};
 use gyre_data::{AugmentConfig, Loader, LoaderConfig, ViewPipeline};
 use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet, ResNetConfig, Stem};
 use gyre_kernels::{Device, Tensor};
+use gyre_train::metrics::peak_rss_mb;
+use gyre_train::optim::{OptimSettings, Optimizer};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};

@@ -1,10 +1,19 @@
-//! The `gyre` command line: `gyre train`, `gyre eval`, `gyre bench`.
+//! The `gyre` command line: `gyre train | eval | embed | plot | export | bench`, over the
+//! gyre-train library (this crate adds the terminal, the charts, the model card, `.npy` files and
+//! the benchmarks).
+
+mod bench;
+mod bench_ops;
+mod card;
+mod console;
+mod embed;
+mod plot;
 
 use anyhow::Context;
+use bench::{data_bench, step_bench, BenchModel, StepCase};
 use clap::{Parser, Subcommand};
-use gyre_train::bench::{data_bench, step_bench, BenchModel, StepCase};
-use gyre_train::recipe::Recipe;
-use gyre_train::{train, TrainOptions};
+use gyre_train::recipe::{Recipe, Sources};
+use gyre_train::trainer::{TrainOptions, Trainer};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -34,6 +43,10 @@ enum Cmd {
         /// Recipe TOML file; without it the embedded default recipe runs.
         #[arg(long)]
         recipe: Option<PathBuf>,
+        /// A partial recipe applied on top (`recipes/overlays/irc.toml`), repeatable; later files
+        /// win, `--set` wins over all (docs/recipes.md).
+        #[arg(long = "overlay", value_name = "FILE")]
+        overlay: Vec<PathBuf>,
         /// Override a recipe value: `--set train.epochs=2` (repeatable).
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         set: Vec<String>,
@@ -43,12 +56,12 @@ enum Cmd {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
-        /// Print the resolved recipe and stop.
-        #[arg(long)]
-        dry_run: bool,
+        /// Print the resolved recipe (every default filled in) and stop.
+        #[arg(long, alias = "dry-run")]
+        print_recipe: bool,
         /// Continue an interrupted run from its folder (its recipe.toml and checkpoint); the
         /// loss of every step then equals the uninterrupted run's (same thread count).
-        #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["recipe", "set", "run_dir"])]
+        #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["recipe", "overlay", "set", "run_dir"])]
         resume: Option<PathBuf>,
         /// Start afresh in a `--run-dir` that holds another run (its run files are removed);
         /// without it, such a folder is refused.
@@ -176,17 +189,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Train {
             recipe,
+            overlay,
             set,
             run_dir,
             quiet,
-            dry_run,
+            print_recipe,
             resume,
             overwrite,
         } => {
+            let sources = Sources {
+                overlays: &overlay,
+                overrides: &set,
+            };
             let mut r = match (&resume, &recipe) {
                 (Some(dir), _) => Recipe::load(&dir.join("recipe.toml"), &[])?,
-                (None, Some(p)) => Recipe::load(p, &set)?,
-                (None, None) => Recipe::default_recipe(&set)?,
+                (None, Some(p)) => Recipe::load_with(p, &sources)?,
+                (None, None) => Recipe::default_with(&sources)?,
             };
             // Checked here, opened once by the trainer (and recorded in the run's recipe.toml).
             if let Some(d) = &cli.device {
@@ -195,7 +213,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 r.train.device = d.clone();
             }
             let run_dir = resume.clone().or(run_dir);
-            if dry_run {
+            if print_recipe {
                 print!("{}", r.to_toml());
                 return Ok(());
             }
@@ -204,12 +222,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let opts = TrainOptions {
                 run_dir,
-                quiet,
                 resume: resume.is_some(),
                 overwrite,
                 stop: Some(stop_on_signals()?),
             };
-            let summary = train(&r, &opts)?;
+            let mut trainer = Trainer::new(&r, &opts)?;
+            trainer.observe(Box::new(console::Console::new(quiet)));
+            let summary = trainer.run()?;
             println!("{summary}");
         }
         Cmd::Eval {
@@ -267,32 +286,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     recipe_path.display()
                 );
             };
-            let (mean, std) = (&data.mean, &data.std);
-            let fb = gyre_train::eval::raw_backbone_features(&net, bank, mean, std, &device)?;
-            let fq = gyre_train::eval::raw_backbone_features(&net, queries, mean, std, &device)?;
+            let monitor = gyre_train::eval::KnnMonitor {
+                bank: bank.clone(),
+                queries: queries.clone(),
+                mean: data.mean.clone(),
+                std: data.std.clone(),
+                k: r.eval.knn_k,
+                t: r.eval.knn_t,
+                device: device.clone(),
+            };
+            for p in monitor.sweep(&net, &k, &t)? {
+                // What the vote used: a bank smaller than k votes with all of it.
+                let mut line = serde_json::json!({"model": wp, "knn_top1": p.top1, "k": p.k, "t": p.t, "data": data.description});
+                if p.k != p.k_asked {
+                    line["k_asked"] = serde_json::json!(p.k_asked);
+                }
+                println!("{line}");
+            }
             let dim = net.feature_dim();
             let labels =
                 |s: &gyre_data::ImageSet| s.labels().map(<[u32]>::to_vec).unwrap_or_default();
-            let b = gyre_train::knn::FeatureSet::new(fb.clone(), labels(bank), dim);
-            let q = gyre_train::knn::FeatureSet::new(fq.clone(), labels(queries), dim);
             let classes = bank.classes.len().max(1);
-            for &kk in &k {
-                // What the vote used: a bank smaller than k votes with all of it.
-                let used = gyre_train::knn::effective_k(kk, b.len());
-                for &tt in &t {
-                    let acc = gyre_train::knn::knn_top1(&b, &q, kk, tt, classes)?;
-                    let mut line = serde_json::json!({"model": wp, "knn_top1": acc, "k": used, "t": tt, "data": data.description});
-                    if used != kk {
-                        line["k_asked"] = serde_json::json!(kk);
-                    }
-                    println!("{line}");
-                }
-            }
             if linear {
                 let cfg = gyre_train::linear::ProbeConfig {
                     seed: r.seed,
                     ..probe
                 };
+                let (fb, fq) = monitor.features(&net)?;
                 let res = gyre_train::linear::linear_probe(
                     fb,
                     &labels(bank),
@@ -332,7 +352,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .labels()
                 .map(<[u32]>::to_vec)
                 .unwrap_or_else(|| vec![u32::MAX; set.len()]);
-            gyre_train::embed::write_embeddings(&out, &f, &labels, net.feature_dim())?;
+            embed::write_embeddings(&out, &f, &labels, net.feature_dim())?;
             println!(
                 "{}",
                 serde_json::json!({"embedded": set.name, "images": set.len(), "dim": net.feature_dim(), "out": out.display().to_string()})
@@ -340,7 +360,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Plot { run, pca_images } => {
             let r = Recipe::load(&run.join("recipe.toml"), &[])?;
-            let mut files = gyre_train::plot::plot_metrics(&run, &r.name)?;
+            let mut files = plot::plot_metrics(&run, &r.name)?;
             let data = gyre_train::data_setup::load(&r)?;
             if let (Some((_, test)), true) = (
                 &data.eval,
@@ -352,9 +372,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let f = gyre_train::eval::raw_backbone_features(
                     &net, &test, &data.mean, &data.std, &device,
                 )?;
-                let pts = gyre_train::plot::pca2(&f, net.feature_dim());
+                let pts = plot::pca2(&f, net.feature_dim());
                 let p = run.join("plots").join("pca.png");
-                gyre_train::plot::pca_chart(
+                plot::pca_chart(
                     &p,
                     &format!("{}: PCA of {} test embeddings", r.name, test.len()),
                     &pts,
@@ -377,10 +397,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let device = device_for(&cli.device, &r)?;
             let opts = gyre_train::export::ExportOptions {
                 linear_epochs,
-                license,
                 overwrite,
             };
-            gyre_train::export::export(&checkpoint, &out, &opts, &device)?;
+            let exported = gyre_train::export::prepare(&checkpoint, &out, &opts, &device)?;
+            let card = card::model_card(
+                &exported.recipe,
+                &exported.config,
+                exported.knn,
+                exported.linear,
+                license.as_deref(),
+            );
+            gyre_train::export::write(&exported, &out, &card)?;
             println!(
                 "{}",
                 serde_json::json!({"exported": out.display().to_string()})
@@ -427,17 +454,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if ops {
                 let b = batch.unwrap_or(ops_model.default_batch());
-                for row in gyre_train::bench_ops::ops_bench(ops_model, 2 * b, steps)? {
+                for row in bench_ops::ops_bench(ops_model, 2 * b, steps)? {
                     println!("{row}");
                 }
             }
             if data || (cases.is_empty() && !ops) {
                 match &data_root {
                     Some(root) => {
-                        println!(
-                            "{}",
-                            gyre_train::bench::cifar_data_bench(root, 256, 40, data_disk)?
-                        )
+                        println!("{}", bench::cifar_data_bench(root, 256, 40, data_disk)?)
                     }
                     None => println!("{}", data_bench(256, 40)?),
                 }

@@ -339,11 +339,11 @@ fn a_truncated_jpeg_is_a_bad_sample() {
     std::fs::remove_dir_all(&data).ok();
 }
 
-fn signal_args(run: &Path, batch: &str) -> Vec<String> {
+fn signal_args(run: &Path, batch: &str, threads: &str) -> Vec<String> {
     with_sets(
         vec![
             "--threads".into(),
-            "2".into(),
+            threads.into(),
             "train".into(),
             "--quiet".into(),
             "--run-dir".into(),
@@ -370,14 +370,14 @@ fn a_signal_ends_the_run_with_a_checkpoint_it_resumes_from() {
     let dir = tmp("signals");
     let full = dir.join("full");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gyre"))
-        .args(signal_args(&full, "64"))
+        .args(signal_args(&full, "64", "2"))
         .current_dir(&dir)
         .output()
         .unwrap();
     assert_ok(&out, "uninterrupted");
     let cut = dir.join("cut");
     // No step checkpoints: mid-epoch 1, only the signal writes one.
-    let child = start_and_wait_for_step(&signal_args(&cut, "64"), &cut, 3, &dir);
+    let child = start_and_wait_for_step(&signal_args(&cut, "64", "2"), &cut, 3, &dir);
     send_signal(&child, "TERM");
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -408,9 +408,12 @@ fn a_signal_ends_the_run_with_a_checkpoint_it_resumes_from() {
     assert_eq!(a, b, "resumed losses differ");
 
     // Two Ctrl-C in a row: the second exits at once (status 130), no checkpoint, no message.
+    // One thread and 256 images a view make the step last seconds; the pause lets the first
+    // signal be handled before the second arrives (the kernel merges two pending ones).
     let twice = dir.join("twice");
-    let child = start_and_wait_for_step(&signal_args(&twice, "256"), &twice, 1, &dir);
+    let child = start_and_wait_for_step(&signal_args(&twice, "256", "1"), &twice, 1, &dir);
     send_signal(&child, "INT");
+    std::thread::sleep(std::time::Duration::from_millis(300));
     send_signal(&child, "INT");
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -736,5 +739,81 @@ fn eval_flag_fuzz_gives_results_or_one_line() {
             c => panic!("exit {c:?}: {what}"),
         }
     }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Issue 20 through the binary: an overlay composes onto any recipe, `--print-recipe` shows the
+/// composed recipe with every default, and a misspelt key in an overlay, a key of another
+/// method, an `extends` cycle and a missing file are each one line naming the file and the key.
+#[test]
+fn overlays_compose_and_their_errors_name_the_file() {
+    let dir = tmp("overlays");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
+    let irc = root.join("overlays/irc-ap.toml");
+    let moco = root.join("mocov2_resnet-mini_fmnist.toml");
+    let out = gyre(
+        &[
+            "train",
+            "--print-recipe",
+            "--recipe",
+            moco.to_str().unwrap(),
+            "--overlay",
+            irc.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert_ok(&out, "print-recipe");
+    let plan = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "[irc]",
+        "auto_pair = true",
+        "memory_size = 4096",
+        "queue = 4096",
+        "symmetric = true",
+    ] {
+        assert!(plan.contains(line), "{line} in {plan}");
+    }
+    // The same as the shipped composed recipe.
+    let shipped = gyre(
+        &[
+            "train",
+            "--print-recipe",
+            "--recipe",
+            root.join("mocov2-irc-ap_resnet-mini_fmnist.toml")
+                .to_str()
+                .unwrap(),
+        ],
+        &dir,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&shipped.stdout).replace(
+            "mocov2-irc-ap_resnet-mini_fmnist",
+            "mocov2_resnet-mini_fmnist"
+        ),
+        plan
+    );
+    std::fs::write(dir.join("typo.toml"), "[irc]\nwieght = 2.0\n").unwrap();
+    let out = gyre(&["train", "--print-recipe", "--overlay", "typo.toml"], &dir);
+    assert_clean_error(&out, "typo.toml: irc.wieght: unknown field `wieght`");
+    std::fs::write(dir.join("queue.toml"), "[method]\nqueue = 512\n").unwrap();
+    let out = gyre(
+        &["train", "--print-recipe", "--overlay", "queue.toml"],
+        &dir,
+    );
+    assert_clean_error(
+        &out,
+        "queue.toml: method.queue: simclr does not use it (it reads: temperature)",
+    );
+    std::fs::write(dir.join("a.toml"), "extends = \"b.toml\"\n").unwrap();
+    std::fs::write(dir.join("b.toml"), "extends = [\"a.toml\"]\n").unwrap();
+    assert_clean_error(
+        &gyre(&["train", "--print-recipe", "--recipe", "a.toml"], &dir),
+        "extends: a cycle",
+    );
+    std::fs::write(dir.join("c.toml"), "extends = \"gone.toml\"\n").unwrap();
+    assert_clean_error(
+        &gyre(&["train", "--print-recipe", "--recipe", "c.toml"], &dir),
+        "c.toml: extends: cannot read",
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
