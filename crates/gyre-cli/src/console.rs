@@ -4,12 +4,10 @@
 
 use gyre_train::observe::{Epoch, Observer, Run, Start, Step};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::time::Instant;
 
 pub struct Console {
     quiet: bool,
     bar: ProgressBar,
-    window: (Instant, u64),
 }
 
 impl Console {
@@ -17,7 +15,6 @@ impl Console {
         Self {
             quiet,
             bar: ProgressBar::hidden(),
-            window: (Instant::now(), 0),
         }
     }
 
@@ -91,17 +88,11 @@ impl Observer for Console {
             );
             self.bar.set_position(run.position.step);
         }
-        self.window = (Instant::now(), 0);
         Ok(())
     }
 
-    fn step(&mut self, s: &Step, run: &mut Run) -> anyhow::Result<()> {
-        self.window.1 += 1;
-        let step = run.position.step;
-        if step.is_multiple_of(run.recipe.train.log_every as u64) || step == run.total_steps {
-            let ips =
-                self.window.1 as f64 * s.images as f64 / self.window.0.elapsed().as_secs_f64();
-            self.window = (Instant::now(), 0);
+    fn step(&mut self, s: &Step, _run: &mut Run) -> anyhow::Result<()> {
+        if let Some(ips) = s.images_per_second {
             self.bar
                 .set_message(format!("loss {:.4} lr {:.4} {ips:.0} img/s", s.loss, s.lr));
         }
@@ -124,7 +115,6 @@ impl Observer for Console {
             }
             self.say(line);
         }
-        self.window = (Instant::now(), 0);
         Ok(())
     }
 

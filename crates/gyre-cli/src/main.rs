@@ -295,7 +295,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 t: r.eval.knn_t,
                 device: device.clone(),
             };
-            for p in monitor.sweep(&net, &k, &t)? {
+            let dim = net.feature_dim();
+            // One pass of features for the sweep and the probe.
+            let (fb, fq) = monitor.features(&net)?;
+            let for_probe = linear.then(|| (fb.clone(), fq.clone()));
+            for p in monitor.sweep_features(fb, fq, dim, &k, &t)? {
                 // What the vote used: a bank smaller than k votes with all of it.
                 let mut line = serde_json::json!({"model": wp, "knn_top1": p.top1, "k": p.k, "t": p.t, "data": data.description});
                 if p.k != p.k_asked {
@@ -303,16 +307,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 println!("{line}");
             }
-            let dim = net.feature_dim();
             let labels =
                 |s: &gyre_data::ImageSet| s.labels().map(<[u32]>::to_vec).unwrap_or_default();
             let classes = bank.classes.len().max(1);
-            if linear {
+            if let Some((fb, fq)) = for_probe {
                 let cfg = gyre_train::linear::ProbeConfig {
                     seed: r.seed,
                     ..probe
                 };
-                let (fb, fq) = monitor.features(&net)?;
                 let res = gyre_train::linear::linear_probe(
                     fb,
                     &labels(bank),

@@ -255,7 +255,13 @@ fn irc_plugin_runs_and_logs_cycle_accuracy_and_pair_precision() {
 fn every_method_recipe_trains_ci_sized() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = tmp("methods");
-    for method in ["mocov2", "byol", "simsiam", "ressl", "reco", "interclr"] {
+    // Every registered method but SimCLR (the test above), read from the registry: a new method
+    // is trained here without an edit.
+    for entry in gyre_train::method::REGISTRY
+        .iter()
+        .filter(|e| e.name != "simclr")
+    {
+        let (method, keys) = (entry.name, (entry.keys)());
         let recipe = root.join(format!("recipes/{method}_resnet-mini_fmnist.toml"));
         let run = dir.join(method);
         let mut sets = vec![
@@ -268,12 +274,12 @@ fn every_method_recipe_trains_ci_sized() {
             "eval.knn_k=20",
             "eval.baselines=false",
         ];
-        if ["mocov2", "ressl", "reco", "interclr"].contains(&method) {
+        if keys.contains(&"queue") {
             sets.push("method.queue=1024");
         }
-        if method == "interclr" {
-            // 1024 images: 10 clusters of ≥ 20, a pool of 200 and 64 negatives; k-means after
-            // the first epoch, so the second trains with the inter term.
+        if keys.contains(&"clusters") {
+            // InterCLR, 1024 images: 10 clusters of ≥ 20, a pool of 200 and 64 negatives;
+            // k-means after the first epoch, so the second trains with the inter term.
             sets.extend([
                 "method.clusters=10",
                 "method.pool=200",
@@ -564,14 +570,23 @@ fn kill_during_checkpoint_writes_leaves_a_loadable_checkpoint() {
 fn irc_plugin_runs_on_every_seed_method() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = tmp("irc-momentum");
-    for method in ["mocov2", "ressl", "byol", "simsiam", "reco", "interclr"] {
-        let recipe = root.join(format!("recipes/{method}-irc-ap_resnet-mini_fmnist.toml"));
+    // Every registered method but SimCLR (the test above), from the registry, with the IRC
+    // overlay: the plug-in works with any method without a recipe of its own.
+    let overlay = root.join("recipes/overlays/irc-ap.toml");
+    for entry in gyre_train::method::REGISTRY
+        .iter()
+        .filter(|e| e.name != "simclr")
+    {
+        let (method, keys) = (entry.name, (entry.keys)());
+        let recipe = root.join(format!("recipes/{method}_resnet-mini_fmnist.toml"));
         let run = dir.join(method);
         let mut args = vec![
             "train".to_string(),
             "--quiet".into(),
             "--recipe".into(),
             recipe.display().to_string(),
+            "--overlay".into(),
+            overlay.display().to_string(),
             "--run-dir".into(),
             run.display().to_string(),
         ];
@@ -589,18 +604,19 @@ fn irc_plugin_runs_on_every_seed_method() {
         ] {
             args.extend(["--set".into(), s.into()]);
         }
-        let extra: &[&str] = match method {
-            "byol" | "simsiam" => &[],
+        let mut extra = vec![];
+        if keys.contains(&"queue") {
+            extra.push("method.queue=256");
+        }
+        if keys.contains(&"clusters") {
             // 512 images: 8 clusters of ≥ 20 for InterCLR's bank (its k-means starts after the
             // only epoch, so the inter term stays off here).
-            "interclr" => &[
-                "method.queue=256",
+            extra.extend([
                 "method.clusters=8",
                 "method.pool=100",
                 "method.negatives=32",
-            ],
-            _ => &["method.queue=256"],
-        };
+            ]);
+        }
         for s in extra {
             args.extend(["--set".into(), s.to_string()]);
         }

@@ -37,7 +37,8 @@ mod tests {
 
     #[test]
     fn c5_closed_form() -> Result<()> {
-        // docs/spec/test-vectors.md C5: p = (1, 0), z = (0.6, 0.8) → 2 − 2·0.6 = 0.8 (scale does not matter).
+        // docs/spec/test-vectors.md C5: p = (1, 0), z = (0.6, 0.8) → 2 − 2·0.6 = 0.8 (scale does
+        // not matter).
         let l = byol_loss(&rows(&[[1.0, 0.0]])?, &rows(&[[3.0, 4.0]])?)?.to_scalar::<f32>()?;
         assert_close(l as f64, 0.8, 1e-6);
         // Identical directions give 0, opposite ones 4.

@@ -484,16 +484,11 @@ impl CustomOp3 for CirculationOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{assert_close, check_gradient, rows};
+    use crate::testing::{assert_close, check_gradient, n3, rows};
     use gyre_kernels::Var;
 
-    fn n3(v: [f32; 3]) -> [f32; 3] {
-        let s = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
-        [v[0] / s, v[1] / s, v[2] / s]
-    }
-
-    /// docs/spec/test-vectors.md TV10: P = [n(1,0.1,0), n(0,1,0.2)], Q = [e1, e2, e3], R = [n(0.9,0,0.1),
-    /// n(0.1,0.9,0)], π = id.
+    /// docs/spec/test-vectors.md TV10: P = [n(1,0.1,0), n(0,1,0.2)], Q = [e1, e2, e3],
+    /// R = [n(0.9,0,0.1), n(0.1,0.9,0)], π = id.
     fn tv10() -> Result<(Tensor, Tensor, Tensor)> {
         Ok((
             rows(&[n3([1.0, 0.1, 0.0]), n3([0.0, 1.0, 0.2])])?,

@@ -65,7 +65,8 @@ mod tests {
 
     #[test]
     fn tv4_orthogonal_and_identical_queue() -> Result<()> {
-        // docs/spec/test-vectors.md TV4: q = k = e1, Q = 4 × e2, τ = 0.2 → ln(1 + 4e^{-5}); Q = 4 × e1 → ln 5.
+        // docs/spec/test-vectors.md TV4: q = k = e1, Q = 4 × e2, τ = 0.2 → ln(1 + 4e^{-5});
+        // Q = 4 × e1 → ln 5.
         let q = rows(&[E1])?;
         let l = info_nce(&q, &q, &rows(&[E2, E2, E2, E2])?, 0.2)?.to_scalar::<f32>()?;
         assert_close(l as f64, 0.0265950, 1e-5);

@@ -56,8 +56,8 @@ mod tests {
 
     #[test]
     fn tv12_and_c6_margin() -> Result<()> {
-        // docs/spec/test-vectors.md TV12: positive cos 0.5, margin −0.5, 4 negatives at cos 0, T = 0.2 →
-        // ln(1 + 4e^{-5}) = 0.0265950 (C6: the positive's logit is 1.0/τ).
+        // docs/spec/test-vectors.md TV12: positive cos 0.5, margin −0.5, 4 negatives at cos 0,
+        // T = 0.2 → ln(1 + 4e^{-5}) = 0.0265950 (C6: the positive's logit is 1.0/τ).
         let q = rows(&[[1.0, 0.0, 0.0]])?;
         let s = 3f32.sqrt() / 2.0;
         let bank = rows(&[[0.5, s, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])?;

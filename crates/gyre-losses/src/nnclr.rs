@@ -69,12 +69,7 @@ pub fn nnclr_loss(nn: &Tensor, p: &Tensor, tau: f64) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{assert_close, check_gradient, rows};
-
-    fn n3(v: [f32; 3]) -> [f32; 3] {
-        let s = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
-        [v[0] / s, v[1] / s, v[2] / s]
-    }
+    use crate::testing::{assert_close, check_gradient, n3, rows};
 
     /// NN1 (docs/spec/test-vectors.md): S = [e1, e2, e3], z = [n(1, 0.2, 0), n(0, 0.1, 1)] have
     /// neighbours [e1, e3]; with p = [n(1, 0, 0.1), n(0.1, 0, 1)] and τ = 0.5 both rows give

@@ -103,13 +103,8 @@ pub fn nt_xent_extra_positives(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{assert_close, check_gradient, rows};
+    use crate::testing::{assert_close, check_gradient, n3, rows};
     use gyre_kernels::{DType, Device};
-
-    fn n3(v: [f32; 3]) -> [f32; 3] {
-        let s = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
-        [v[0] / s, v[1] / s, v[2] / s]
-    }
 
     #[test]
     fn tv1_identical_embeddings_give_ln_2b_minus_1() -> Result<()> {

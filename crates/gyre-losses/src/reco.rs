@@ -57,7 +57,8 @@ mod tests {
 
     #[test]
     fn tv13_feature_interpolation() -> Result<()> {
-        // docs/spec/test-vectors.md TV13: q = (1, 0), k[perm] = (0, 1), r = 0.75 → (0.9486833, 0.3162278).
+        // docs/spec/test-vectors.md TV13: q = (1, 0), k[perm] = (0, 1), r = 0.75 → (0.9486833,
+        // 0.3162278).
         let f = interpolation_target(&rows(&[[1.0, 0.0]])?, &rows(&[[0.0, 2.0]])?, 0.75)?;
         let f = f.to_vec2::<f32>()?;
         assert_close(f[0][0] as f64, 0.9486833, 1e-6);

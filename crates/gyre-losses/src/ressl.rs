@@ -73,7 +73,8 @@ mod tests {
 
     #[test]
     fn tv6_value_and_gradient_wrt_similarities() -> Result<()> {
-        // docs/spec/test-vectors.md TV6: q = n(1,1,0), k = e1, Q = [e1, e2, e3, −e1], τ_s = 0.1, τ_t = 0.04.
+        // docs/spec/test-vectors.md TV6: q = n(1,1,0), k = e1, Q = [e1, e2, e3, −e1], τ_s = 0.1,
+        // τ_t = 0.04.
         let q = rows(&[[1.0, 1.0, 0.0]])?;
         let k = rows(&[E1])?;
         let queue = rows(&[E1, E2, E3, NE1])?;

@@ -7,6 +7,12 @@ pub fn rows<const D: usize>(r: &[[f32; D]]) -> Result<Tensor> {
     Tensor::from_vec(v, (r.len(), D), &Device::Cpu)
 }
 
+/// The unit vector along a 3-vector.
+pub fn n3(v: [f32; 3]) -> [f32; 3] {
+    let s = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+    [v[0] / s, v[1] / s, v[2] / s]
+}
+
 pub fn assert_close(got: f64, want: f64, rel: f64) {
     let tol = rel * want.abs().max(1e-3);
     assert!((got - want).abs() <= tol, "got {got}, want {want} (±{tol})");

@@ -194,7 +194,8 @@ mod tests {
 
     #[test]
     fn tv15_pointer_and_writes() -> Result<()> {
-        // docs/spec/test-vectors.md TV15: K = 8, B = 4: the pointer goes 0 → 4 → 0; writes go to [0,4) then [4,8).
+        // docs/spec/test-vectors.md TV15: K = 8, B = 4: the pointer goes 0 → 4 → 0; writes go to
+        // [0,4) then [4,8).
         let mut q = FifoBank::new(8, &[1]);
         assert_eq!(q.pointer(), 0);
         q.push(&[&rows(0, 4)], None)?;

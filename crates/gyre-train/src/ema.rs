@@ -7,7 +7,37 @@
 //! exact copy of the online network.
 
 use gyre_encoders::ParamStore;
-use gyre_kernels::{candle::bail, Result, Var};
+use gyre_kernels::{candle::bail, Result, Tensor, Var};
+use std::collections::HashMap;
+
+/// Every tensor of an EMA copy's `store` (parameters and BatchNorm buffers) under `prefix.`:
+/// its part of a checkpoint.
+pub fn copy_state(store: &ParamStore, prefix: &str) -> Vec<(String, Tensor)> {
+    store
+        .all()
+        .iter()
+        .map(|p| (format!("{prefix}.{}", p.name), p.var.as_tensor().clone()))
+        .collect()
+}
+
+/// Restores what [`copy_state`] wrote; names the first missing or mismatched tensor.
+pub fn load_copy_state(
+    store: &ParamStore,
+    prefix: &str,
+    t: &HashMap<String, Tensor>,
+) -> Result<()> {
+    for p in store.all() {
+        let key = format!("{prefix}.{}", p.name);
+        let Some(v) = t.get(&key) else {
+            bail!("checkpoint lacks {key}")
+        };
+        if v.dims() != p.var.dims() || v.dtype() != p.var.dtype() {
+            bail!("{key}: shape or dtype differs from the model's");
+        }
+        p.var.set(v)?;
+    }
+    Ok(())
+}
 
 /// The momentum at each step.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -91,7 +121,8 @@ mod tests {
 
     #[test]
     fn tv14_ema_and_cosine_momentum() -> Result<()> {
-        // docs/spec/test-vectors.md TV14: m = 0.99, θ_k = 1, θ_q = 0 → 0.99; buffers are copied, never averaged.
+        // docs/spec/test-vectors.md TV14: m = 0.99, θ_k = 1, θ_q = 0 → 0.99; buffers are copied,
+        // never averaged.
         let dev = Device::Cpu;
         let mut online = ParamStore::new();
         online.add("w", Tensor::new(&[0f32], &dev)?, ParamKind::Weight)?;

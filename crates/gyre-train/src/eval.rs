@@ -65,10 +65,21 @@ impl KnnMonitor {
     /// kNN top-1 at every (k, t) of `ks` × `ts`, from one pass of features.
     pub fn sweep(&self, net: &ResNet, ks: &[usize], ts: &[f64]) -> Result<Vec<KnnPoint>> {
         let (fb, fq) = self.features(net)?;
+        self.sweep_features(fb, fq, net.feature_dim(), ks, ts)
+    }
+
+    /// [`Self::sweep`] on features already computed ([`Self::features`], `dim` wide).
+    pub fn sweep_features(
+        &self,
+        bank: Vec<f32>,
+        queries: Vec<f32>,
+        dim: usize,
+        ks: &[usize],
+        ts: &[f64],
+    ) -> Result<Vec<KnnPoint>> {
         let labels = |s: &ImageSet| s.labels().map(<[u32]>::to_vec).unwrap_or_default();
-        let dim = net.feature_dim();
-        let b = FeatureSet::new(fb, labels(&self.bank), dim);
-        let q = FeatureSet::new(fq, labels(&self.queries), dim);
+        let b = FeatureSet::new(bank, labels(&self.bank), dim);
+        let q = FeatureSet::new(queries, labels(&self.queries), dim);
         let mut out = Vec::new();
         for &k in ks {
             for &t in ts {

@@ -510,31 +510,17 @@ impl IrcPlugin {
     pub fn state(&self) -> Result<Vec<(String, Tensor)>> {
         let mut v = self.bank.state("irc.memory")?;
         if let Some(enc) = &self.encoder {
-            v.extend(enc.store.all().iter().map(|p| {
-                (
-                    format!("irc.memory_encoder.{}", p.name),
-                    p.var.as_tensor().clone(),
-                )
-            }));
+            v.extend(crate::ema::copy_state(&enc.store, "irc.memory_encoder"));
         }
         Ok(v)
     }
 
     pub fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
         self.bank.load_state("irc.memory", t)?;
-        if let Some(enc) = &self.encoder {
-            for p in enc.store.all() {
-                let key = format!("irc.memory_encoder.{}", p.name);
-                let v = t.get(&key).ok_or_else(|| {
-                    gyre_kernels::candle::Error::Msg(format!("checkpoint lacks {key}"))
-                })?;
-                if v.dims() != p.var.dims() || v.dtype() != p.var.dtype() {
-                    gyre_kernels::candle::bail!("{key}: shape or dtype differs from the model's");
-                }
-                p.var.set(v)?;
-            }
+        match &self.encoder {
+            Some(enc) => crate::ema::load_copy_state(&enc.store, "irc.memory_encoder", t),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Means since the last call (cycle accuracy, return probability, auto-pair precision), for

@@ -154,7 +154,8 @@ mod tests {
 
     #[test]
     fn tv11_temperature_is_applied() {
-        // docs/spec/test-vectors.md TV11: query n(1, 0.2), k = 3: class 0 at t = 0.1, class 1 at t = 0.5.
+        // docs/spec/test-vectors.md TV11: query n(1, 0.2), k = 3: class 0 at t = 0.1, class 1
+        // at t = 0.5.
         let q = FeatureSet::new(vec![1.0, 0.2], vec![0], 2);
         assert_eq!(knn_predict(&tv11_bank(), &q, 3, 0.1, 2).unwrap(), vec![0]);
         assert_eq!(knn_predict(&tv11_bank(), &q, 3, 0.5, 2).unwrap(), vec![1]);

@@ -18,7 +18,6 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Where the run stands: epochs done, steps into the next epoch, steps done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,6 +72,9 @@ pub struct Step<'a> {
     pub embeddings: &'a Tensor,
     /// Images through the network per step (batch × views).
     pub images: usize,
+    /// Images per second since the last logged step — on the steps the log records (every
+    /// `train.log_every` and the last), `None` on the others.
+    pub images_per_second: Option<f64>,
 }
 
 /// The end of an epoch; `evaluate` when the recipe's kNN schedule says so (the kNN monitor
@@ -156,8 +158,6 @@ impl Observer for NanStop {
 pub struct Metrics {
     path: PathBuf,
     log: Option<MetricsLog>,
-    /// (start of the window, steps in it): the images/s of each step line.
-    window: (Instant, u64),
 }
 
 impl Metrics {
@@ -165,7 +165,6 @@ impl Metrics {
         Self {
             path: run_dir.join("metrics.jsonl"),
             log: None,
-            window: (Instant::now(), 0),
         }
     }
 
@@ -211,18 +210,12 @@ impl Observer for Metrics {
         if let Some((raw, init)) = run.state.baselines {
             self.write(&json!({"kind": "baseline", "raw_knn_top1": raw, "init_knn_top1": init}))?;
         }
-        self.window = (Instant::now(), 0);
         Ok(())
     }
 
     fn step(&mut self, s: &Step, run: &mut Run) -> anyhow::Result<()> {
-        self.window.1 += 1;
-        let step = run.position.step;
-        if step.is_multiple_of(run.recipe.train.log_every as u64) || step == run.total_steps {
-            let ips =
-                self.window.1 as f64 * s.images as f64 / self.window.0.elapsed().as_secs_f64();
-            self.window = (Instant::now(), 0);
-            let mut line = json!({"kind": "step", "epoch": run.position.epoch, "step": step, "loss": s.loss, "lr": s.lr, "img_per_s": ips, "peak_rss_mb": peak_rss_mb()});
+        if let Some(ips) = s.images_per_second {
+            let mut line = json!({"kind": "step", "epoch": run.position.epoch, "step": run.position.step, "loss": s.loss, "lr": s.lr, "img_per_s": ips, "peak_rss_mb": peak_rss_mb()});
             line["embed_std"] = json!(embedding_std(s.embeddings)?);
             for (k, v) in s.logs {
                 line[*k] = json!(v);
@@ -240,8 +233,6 @@ impl Observer for Metrics {
             }
             self.write(&entry)?;
         }
-        // The next step line's rate starts after the evaluation and the checkpoint.
-        self.window = (Instant::now(), 0);
         Ok(())
     }
 

@@ -44,7 +44,8 @@ mod tests {
 
     #[test]
     fn tv14_warmup_then_cosine() {
-        // docs/spec/test-vectors.md TV14: base 0.05, 200 epochs, 5 warm-up epochs, 100 iterations per epoch.
+        // docs/spec/test-vectors.md TV14: base 0.05, 200 epochs, 5 warm-up epochs, 100 iterations
+        // per epoch.
         let s = LrSchedule {
             base: 0.05,
             final_lr: 0.0,

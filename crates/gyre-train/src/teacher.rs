@@ -72,26 +72,12 @@ impl MomentumEncoder {
 
     /// Every teacher tensor (parameters and BatchNorm buffers) under `teacher.` (checkpoints).
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        self.store
-            .all()
-            .iter()
-            .map(|p| (format!("teacher.{}", p.name), p.var.as_tensor().clone()))
-            .collect()
+        crate::ema::copy_state(&self.store, "teacher")
     }
 
     /// Restores what [`Self::state`] wrote.
     pub fn load_state(&self, t: &std::collections::HashMap<String, Tensor>) -> Result<()> {
-        for p in self.store.all() {
-            let key = format!("teacher.{}", p.name);
-            let v = t.get(&key).ok_or_else(|| {
-                gyre_kernels::candle::Error::Msg(format!("checkpoint lacks {key}"))
-            })?;
-            if v.dims() != p.var.dims() || v.dtype() != p.var.dtype() {
-                gyre_kernels::candle::bail!("{key}: shape or dtype differs from the model's");
-            }
-            p.var.set(v)?;
-        }
-        Ok(())
+        crate::ema::load_copy_state(&self.store, "teacher", t)
     }
 
     /// Step 1 of every step (methods.md §9.9): the EMA update, before any teacher forward.

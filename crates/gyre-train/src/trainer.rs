@@ -335,6 +335,9 @@ impl Trainer {
             resumed: self.resumed,
         };
         self.notify(|o, run| o.start(&start, run))?;
+        // (start, steps since): the images/s of each logged step, over the steps since the last.
+        let mut window = (Instant::now(), 0u64);
+        let log_every = self.recipe.train.log_every as u64;
         let steps_per_epoch = self.steps_per_epoch();
         let total_steps = self.total_steps();
         let images = self.recipe.train.batch_size * self.recipe.method.views.len();
@@ -380,12 +383,20 @@ impl Trainer {
                     epoch_step: (first + i + 1) as u64,
                     step: step + 1,
                 };
+                window.1 += 1;
+                let logged = (step + 1).is_multiple_of(log_every) || step + 1 == total_steps;
+                let images_per_second = logged.then(|| {
+                    let v = window.1 as f64 * images as f64 / window.0.elapsed().as_secs_f64();
+                    window = (Instant::now(), 0);
+                    v
+                });
                 let s = Step {
                     loss,
                     lr,
                     logs: &out.logs,
                     embeddings: &out.embeddings,
                     images,
+                    images_per_second,
                 };
                 self.notify(|o, run| o.step(&s, run))?;
             }
@@ -412,6 +423,8 @@ impl Trainer {
                 step: self.position.step,
             };
             self.notify(|o, run| o.epoch(&mut e, run))?;
+            // The next logged rate starts after the evaluation and the checkpoint.
+            window = (Instant::now(), 0);
         }
         let step = self.position.step;
         let baselines = self.state.baselines;

@@ -12,9 +12,11 @@
 //! encoder's otherwise, detached); the memory keeps the view-2 keys, and an auto-paired positive
 //! is `InfoNCE(q1[i], m(i), queue)`: the matched entry is the positive, the queue the negatives.
 
-use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError};
+use super::{
+    check, info_nce_pair, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError,
+};
 use crate::bank::FifoBank;
-use crate::step::{PairHooks, StepContext, StepOutput};
+use crate::step::{StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
@@ -137,13 +139,7 @@ impl Method for MocoV2 {
             loss,
             logs,
             embeddings: q1,
-            pair: Some(PairHooks {
-                view1: f1,
-                view2: f2,
-                view2_index: 1,
-                base_v2: t2.embeddings,
-                pair_loss: Box::new(move |p| info_nce(&p.queries(&q)?, &p.positives, &queue, tau)),
-            }),
+            pair: Some(info_nce_pair(f1, f2, t2.embeddings, q, queue, tau)),
         })
     }
 

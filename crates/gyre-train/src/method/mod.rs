@@ -313,26 +313,25 @@ pub mod check {
         Ok(())
     }
 
-    /// A layer width: 1..=MAX_WIDTH.
-    pub fn width(key: &str, v: usize) -> R {
-        if v == 0 || v > MAX_WIDTH {
+    /// A count in `1..=max`.
+    fn count(key: &str, v: usize, max: usize) -> R {
+        if v == 0 || v > max {
             return Err(SettingsError::new(
                 key,
-                format!("must be in 1..={MAX_WIDTH}, got {v}"),
+                format!("must be in 1..={max}, got {v}"),
             ));
         }
         Ok(())
     }
 
+    /// A layer width: 1..=MAX_WIDTH.
+    pub fn width(key: &str, v: usize) -> R {
+        count(key, v, MAX_WIDTH)
+    }
+
     /// A row count (pool, negatives, clusters): 1..=MAX_ROWS.
     pub fn rows(key: &str, v: usize) -> R {
-        if v == 0 || v > MAX_ROWS {
-            return Err(SettingsError::new(
-                key,
-                format!("must be in 1..={MAX_ROWS}, got {v}"),
-            ));
-        }
-        Ok(())
+        count(key, v, MAX_ROWS)
     }
 
     /// A FIFO queue of `k` rows written `per_step` rows at a time: a positive multiple of it.
@@ -347,6 +346,27 @@ pub mod check {
             ));
         }
         Ok(())
+    }
+}
+
+/// The IRC pair of a method whose extra positives are one more InfoNCE positive of its queries
+/// `q` against its queue (MoCo v2, ReSSL, ReCo, InterCLR): `InfoNCE(q[i], m(i), queue)` at `tau`.
+pub(crate) fn info_nce_pair(
+    view1: Tensor,
+    view2: Tensor,
+    base_v2: Tensor,
+    q: Tensor,
+    queue: Tensor,
+    tau: f64,
+) -> crate::step::PairHooks {
+    crate::step::PairHooks {
+        view1,
+        view2,
+        view2_index: 1,
+        base_v2,
+        pair_loss: Box::new(move |p| {
+            gyre_losses::info_nce(&p.queries(&q)?, &p.positives, &queue, tau)
+        }),
     }
 }
 

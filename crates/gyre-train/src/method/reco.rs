@@ -16,9 +16,11 @@
 //! ReSSL: ReCo has no online pass of view 2); the memory keeps the keys `k`, and an auto-paired
 //! positive is one more InfoNCE positive of the query against `Q` at T (as MoCo v2).
 
-use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError};
+use super::{
+    check, info_nce_pair, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError,
+};
 use crate::bank::FifoBank;
-use crate::step::{PairHooks, StepContext, StepOutput};
+use crate::step::{StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
@@ -232,15 +234,7 @@ impl Method for Reco {
             loss,
             logs,
             embeddings: q,
-            pair: Some(PairHooks {
-                view1: f_q,
-                view2: key.features,
-                view2_index: 1,
-                base_v2: k,
-                pair_loss: Box::new(move |p| {
-                    info_nce(&p.queries(&query)?, &p.positives, &queue, tau)
-                }),
-            }),
+            pair: Some(info_nce_pair(f_q, key.features, k, query, queue, tau)),
         })
     }
 

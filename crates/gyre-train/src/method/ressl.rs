@@ -16,9 +16,11 @@
 //! `InfoNCE(z_s[i], m(i), queue)` at `nce_temperature`: the relational loss has no positives to
 //! add to, so the matched memory entry becomes the positive of an InfoNCE term over the queue.
 
-use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError};
+use super::{
+    check, info_nce_pair, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError,
+};
 use crate::bank::FifoBank;
-use crate::step::{PairHooks, StepContext, StepOutput};
+use crate::step::{StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
@@ -172,13 +174,7 @@ impl Method for Ressl {
             loss,
             logs,
             embeddings: z_s,
-            pair: Some(PairHooks {
-                view1: f_s,
-                view2: teacher.features,
-                view2_index: 1,
-                base_v2: z_t,
-                pair_loss: Box::new(move |p| info_nce(&p.queries(&q)?, &p.positives, &queue, tau)),
-            }),
+            pair: Some(info_nce_pair(f_s, teacher.features, z_t, q, queue, tau)),
         })
     }
 
