@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test suite: `cargo test --release --workspace`, with the one thing it needs besides Rust — a
+# The test suite: `cargo test --release --workspace`, with what it needs besides Rust: the real
+# dense ground truth (`cargo xtask data dense-gt`: apt-get download and pip download), and a
 # Python with numpy, safetensors and torch (PyPI's wheel, ~5 GB with its CUDA libraries, which the
 # tests do not use) for the torchvision / PyTorch interoperability tests: torch runs the loader
 # every model card embeds. The venv lives outside the repository (default ~/.cache/gyre/pyvenv;
@@ -14,6 +15,9 @@ if ! "$venv/bin/python" -c "import numpy, safetensors, torch" >/dev/null 2>&1; t
     "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}"
 fi
 export GYRE_PYTHON="$venv/bin/python"
+# Real dense ground truth for gyre-data's tests (Debian's opencv-doc and the scikit-image wheel,
+# sha256-pinned; fetched once into data/dense-gt).
+cargo xtask data dense-gt
 cargo test --release --workspace "$@"
 # The repository tasks' own tests (xtask is outside the workspace).
 cargo test --manifest-path xtask/Cargo.toml --target-dir target/xtask

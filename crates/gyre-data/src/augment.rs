@@ -166,6 +166,63 @@ pub struct ViewPipeline {
     inv_std: Vec<f32>,
 }
 
+/// Where a view came from: its crop box in the source image and whether it was flipped, so that
+/// points of two views of one image can be mapped onto each other (dense positives).
+///
+/// Coordinates are continuous pixels (pixel `(x, y)` covers `[x, x+1) × [y, y+1)`), the view's
+/// with its `size × size` output. The view resamples the box bilinearly with half-pixel centres,
+/// so output point `o` shows source point `left + o·width/size` (`size − o` when flipped) along x.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ViewGeometry {
+    pub top: f32,
+    pub left: f32,
+    pub height: f32,
+    pub width: f32,
+    pub flip: bool,
+    /// The view's side in pixels.
+    pub size: usize,
+}
+
+impl ViewGeometry {
+    /// The source point that view point `[x, y]` shows.
+    pub fn to_source(&self, [x, y]: [f32; 2]) -> [f32; 2] {
+        let s = self.size as f32;
+        let x = if self.flip { s - x } else { x };
+        [
+            self.left + x * self.width / s,
+            self.top + y * self.height / s,
+        ]
+    }
+
+    /// The view point that shows source point `[x, y]` (outside `[0, size)²` when the crop
+    /// missed it).
+    pub fn from_source(&self, [x, y]: [f32; 2]) -> [f32; 2] {
+        let s = self.size as f32;
+        let vx = (x - self.left) * s / self.width;
+        [
+            if self.flip { s - vx } else { vx },
+            (y - self.top) * s / self.height,
+        ]
+    }
+
+    /// Where view point `p` of this view shows up in `other`, a view of the same image.
+    pub fn map_to(&self, other: &ViewGeometry, p: [f32; 2]) -> [f32; 2] {
+        other.from_source(self.to_source(p))
+    }
+
+    /// The centre of feature cell `(row, col)` of a map with `stride` view pixels per cell, in
+    /// source coordinates.
+    pub fn cell_centre(&self, row: usize, col: usize, stride: f32) -> [f32; 2] {
+        self.to_source([(col as f32 + 0.5) * stride, (row as f32 + 0.5) * stride])
+    }
+
+    /// A source-image length: the diagonal of one `stride`-pixel cell of this view.
+    pub fn cell_diagonal(&self, stride: f32) -> f32 {
+        let s = self.size as f32;
+        (self.width * stride / s).hypot(self.height * stride / s)
+    }
+}
+
 /// Where the random crop lands in the source image.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Crop {
@@ -287,8 +344,8 @@ impl ViewPipeline {
         channels * self.cfg.size * self.cfg.size
     }
 
-    /// Augments one HWC u8 image into `out` (CHW, normalised, `out_len` floats). `scratch` is
-    /// reused between calls to stay allocation-free.
+    /// Augments one HWC u8 image into `out` (CHW, normalised, `out_len` floats) and says where
+    /// the view came from. `scratch` is reused between calls to stay allocation-free.
     #[allow(clippy::too_many_arguments)]
     pub fn apply<R: Rng>(
         &self,
@@ -297,7 +354,7 @@ impl ViewPipeline {
         rng: &mut R,
         out: &mut [f32],
         scratch: &mut Vec<f32>,
-    ) {
+    ) -> ViewGeometry {
         assert_eq!(
             self.mean.len(),
             c,
@@ -308,6 +365,14 @@ impl ViewPipeline {
         let s = cfg.size;
         let crop = sample_crop(rng, height, width, cfg.crop_scale, cfg.crop_ratio);
         let flip = rng.gen::<f32>() < cfg.hflip_p;
+        let geometry = ViewGeometry {
+            top: crop.top as f32,
+            left: crop.left as f32,
+            height: crop.h as f32,
+            width: crop.w as f32,
+            flip,
+            size: s,
+        };
         scratch.clear();
         scratch.resize(s * s * c, 0.0);
         let buf = scratch.as_mut_slice();
@@ -415,6 +480,7 @@ impl ViewPipeline {
                 *d = (buf[p * c + ch] - m) * is;
             }
         }
+        geometry
     }
 }
 
@@ -474,6 +540,91 @@ mod tests {
 
     fn grey_ramp(n: usize) -> Vec<u8> {
         (0..n * n).map(|i| (i * 255 / (n * n - 1)) as u8).collect()
+    }
+
+    /// On an image whose red channel is 6·x and green 6·y (at pixel centres), every view pixel
+    /// away from the crop's border shows the ramp's value at the source point its geometry names.
+    #[test]
+    fn a_views_geometry_names_the_source_point_each_pixel_shows() {
+        let n = 40;
+        let mut img = vec![0u8; n * n * 3];
+        for y in 0..n {
+            for x in 0..n {
+                img[(y * n + x) * 3] = (6 * x) as u8;
+                img[(y * n + x) * 3 + 1] = (6 * y) as u8;
+            }
+        }
+        let cfg = AugmentConfig {
+            crop_scale: [0.2, 0.7],
+            ..AugmentConfig::identity(16)
+        };
+        let cfg = AugmentConfig {
+            hflip_p: 0.5,
+            ..cfg
+        };
+        let p = ViewPipeline::new(cfg, &[0.0; 3], &[1.0; 3]).unwrap();
+        let mut out = vec![0f32; 3 * 16 * 16];
+        let mut flips = [0; 2];
+        for seed in 0..40 {
+            let g = p.apply(
+                &img,
+                (n, n, 3),
+                &mut SampleRng::new(seed, 0, 0, 0),
+                &mut out,
+                &mut Vec::new(),
+            );
+            assert_eq!(g.size, 16);
+            flips[g.flip as usize] += 1;
+            for oy in 1..15 {
+                for ox in 1..15 {
+                    let [sx, sy] = g.to_source([ox as f32 + 0.5, oy as f32 + 0.5]);
+                    let (r, gr) = (out[oy * 16 + ox] * 255.0, out[256 + oy * 16 + ox] * 255.0);
+                    assert!(
+                        (r - 6.0 * (sx - 0.5)).abs() < 2e-3,
+                        "seed {seed} ({ox}, {oy}): {r} vs x {sx}"
+                    );
+                    assert!(
+                        (gr - 6.0 * (sy - 0.5)).abs() < 2e-3,
+                        "seed {seed}: {gr} vs y {sy}"
+                    );
+                    // from_source inverts to_source.
+                    let back = g.from_source([sx, sy]);
+                    assert!(
+                        (back[0] - ox as f32 - 0.5).abs() < 1e-4
+                            && (back[1] - oy as f32 - 0.5).abs() < 1e-4
+                    );
+                }
+            }
+        }
+        assert!(flips[0] > 5 && flips[1] > 5, "{flips:?}");
+        // Two views of one image: a point maps to where the other view shows the same source point.
+        let a = ViewGeometry {
+            top: 4.0,
+            left: 10.0,
+            height: 20.0,
+            width: 16.0,
+            flip: false,
+            size: 8,
+        };
+        let b = ViewGeometry {
+            top: 0.0,
+            left: 0.0,
+            height: 40.0,
+            width: 40.0,
+            flip: true,
+            size: 8,
+        };
+        // a's (2, 2) is source (14, 9): in b (a flipped 5× reduction) at (8 − 2.8, 1.8).
+        let q = a.map_to(&b, [2.0, 2.0]);
+        assert!(
+            (q[0] - 5.2).abs() < 1e-5 && (q[1] - 1.8).abs() < 1e-5,
+            "{q:?}"
+        );
+        assert_eq!(
+            a.cell_centre(0, 0, 4.0),
+            [10.0 + 2.0 * 2.0, 4.0 + 2.0 * 2.5]
+        );
+        assert!((a.cell_diagonal(4.0) - 8.0f32.hypot(10.0)).abs() < 1e-5);
     }
 
     #[test]

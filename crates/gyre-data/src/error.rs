@@ -13,6 +13,11 @@ pub enum DataError {
         field: &'static str,
         problem: String,
     },
+    #[error("invalid scene setting '{field}': {problem}")]
+    Scene {
+        field: &'static str,
+        problem: String,
+    },
     #[error("invalid loader setting: {0}")]
     Loader(String),
 }

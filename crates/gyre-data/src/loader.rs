@@ -4,7 +4,7 @@
 //! A batch is a pure function of (seed, epoch, step): sample `i` of view `v` is augmented with the
 //! stream `SampleRng(seed, epoch, i, v)`, so thread count and prefetch depth never change a bit.
 
-use crate::augment::ViewPipeline;
+use crate::augment::{ViewGeometry, ViewPipeline};
 use crate::dataset::ImageSet;
 use crate::error::DataError;
 use crate::rng::{epoch_permutation, SampleRng};
@@ -33,6 +33,8 @@ pub struct Batch {
     pub views: Vec<Vec<f32>>,
     /// `(channels, height, width)` of each view.
     pub view_shapes: Vec<(usize, usize, usize)>,
+    /// Per view, each sample's crop box and flip (the pixel correspondence between views).
+    pub geometry: Vec<Vec<ViewGeometry>>,
 }
 
 impl Batch {
@@ -102,16 +104,20 @@ impl Loader {
             .collect::<Result<_, _>>()?;
         let mut views = Vec::with_capacity(self.views.len());
         let mut view_shapes = Vec::with_capacity(self.views.len());
+        let mut geometry = Vec::with_capacity(self.views.len());
         for (v, pipe) in self.views.iter().enumerate() {
             let per = pipe.out_len(d.channels);
             let mut out = vec![0f32; b * per];
-            out.par_chunks_mut(per)
+            let geo: Vec<ViewGeometry> = out
+                .par_chunks_mut(per)
                 .zip(indices.par_iter().zip(images.par_iter()))
-                .for_each_init(Vec::new, |scratch, (dst, (&i, img))| {
+                .map_init(Vec::new, |scratch, (dst, (&i, img))| {
                     let mut rng = SampleRng::new(self.cfg.seed, epoch, i as u64, v as u64);
-                    pipe.apply(img, dims, &mut rng, dst, scratch);
-                });
+                    pipe.apply(img, dims, &mut rng, dst, scratch)
+                })
+                .collect();
             views.push(out);
+            geometry.push(geo);
             let s = pipe.config().size;
             view_shapes.push((d.channels, s, s));
         }
@@ -123,6 +129,7 @@ impl Loader {
             labels,
             views,
             view_shapes,
+            geometry,
         })
     }
 

@@ -39,6 +39,10 @@ pub struct PretrainedConfig {
     pub widths: Vec<usize>,
     pub stem: Stem,
     pub in_channels: usize,
+    /// Each stage's first stride when not the usual 1, 2, 2, 2 (dense encoders); absent in
+    /// files written before dense encoders.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub strides: Vec<usize>,
     pub feature_dim: usize,
     /// Input normalisation, per channel, in [0, 1] units.
     pub mean: Vec<f32>,
@@ -65,6 +69,7 @@ impl PretrainedConfig {
             widths: cfg.widths.clone(),
             stem: cfg.stem,
             in_channels: cfg.in_channels,
+            strides: cfg.strides.clone(),
             feature_dim: cfg.feature_dim(),
             mean: mean.to_vec(),
             std: std.to_vec(),
@@ -81,6 +86,7 @@ impl PretrainedConfig {
             stem: self.stem,
             in_channels: self.in_channels,
             bn_splits: 1,
+            strides: self.strides.clone(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! input channel count) with BatchNorm that trains, projection heads, and weights stored under
 //! torchvision's key names so that they load into PyTorch unchanged.
 
+pub mod dense;
 pub mod error;
 pub mod head;
 pub mod hub;
@@ -11,6 +12,7 @@ pub mod params;
 pub mod resnet;
 pub mod weights;
 
+pub use dense::{upsample_bilinear, DenseHead};
 pub use error::EncoderError;
 pub use head::{ProjectionHead, ProjectionHeadConfig};
 pub use hub::{from_pretrained, from_pretrained_with, HubOptions, Pretrained, PretrainedConfig};

@@ -56,6 +56,10 @@ pub struct ResNetConfig {
     /// simulates per-GPU BatchNorm on one device. 1 = plain BatchNorm.
     #[serde(default = "one")]
     pub bn_splits: usize,
+    /// Stride of each stage's first block; empty = the usual 1, 2, 2, 2, …. Dense encoders set
+    /// the late stages' to 1 (see [`Self::dense`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub strides: Vec<usize>,
 }
 
 fn one() -> usize {
@@ -100,9 +104,71 @@ impl ResNetConfig {
             stem,
             in_channels,
             bn_splits: 1,
+            strides: Vec::new(),
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The stride of each stage's first block.
+    pub fn stage_strides(&self) -> Vec<usize> {
+        if self.strides.is_empty() {
+            (0..self.depths.len())
+                .map(|s| if s == 0 { 1 } else { 2 })
+                .collect()
+        } else {
+            self.strides.clone()
+        }
+    }
+
+    /// Input pixels per output cell of the dense feature map.
+    pub fn output_stride(&self) -> usize {
+        let stem = match self.stem {
+            Stem::Cifar => 1,
+            Stem::Imagenet => 4,
+        };
+        stem * self.stage_strides().iter().product::<usize>()
+    }
+
+    /// A dense encoder (CRW's recipe): keeps the first `stages` stages and sets the strides of
+    /// the stages after the one that reaches `output_stride` to 1, so the feature map has one
+    /// cell per `output_stride` input pixels. ResNet-18 at 8: ImageNet stem (4) and layer2 (2),
+    /// layer3 at stride 1, `stages = 3` drops layer4 as CRW does; resnet-mini at 8: the CIFAR
+    /// stem and strides 1, 2, 2, 2.
+    pub fn dense(
+        mut self,
+        output_stride: usize,
+        stages: usize,
+    ) -> std::result::Result<Self, EncoderError> {
+        if stages == 0 || stages > self.depths.len() {
+            return Err(EncoderError::Config(format!(
+                "stages {stages}: the preset has {}",
+                self.depths.len()
+            )));
+        }
+        self.depths.truncate(stages);
+        self.widths.truncate(stages);
+        let mut strides = self.stage_strides();
+        strides.truncate(stages);
+        let mut total = match self.stem {
+            Stem::Cifar => 1,
+            Stem::Imagenet => 4,
+        };
+        for s in strides.iter_mut() {
+            if total * *s > output_stride {
+                *s = 1;
+            }
+            total *= *s;
+        }
+        if total != output_stride {
+            return Err(EncoderError::Config(format!(
+                "output stride {output_stride}: the stem and {stages} stages of stride ≤ 2 \
+                 reach {total}"
+            )));
+        }
+        self.strides = strides;
+        self.validate()?;
+        Ok(self)
     }
 
     pub fn with_stem(mut self, stem: Stem) -> Self {
@@ -125,6 +191,15 @@ impl ResNetConfig {
                 "depths ({}) and widths ({}) must be non-empty and of equal length",
                 self.depths.len(),
                 self.widths.len()
+            )));
+        }
+        if !self.strides.is_empty()
+            && (self.strides.len() != self.depths.len() || self.strides.contains(&0))
+        {
+            return Err(EncoderError::Config(format!(
+                "strides {:?}: one positive stride per stage ({} stages)",
+                self.strides,
+                self.depths.len()
             )));
         }
         if self.depths.contains(&0) || self.widths.contains(&0) || self.in_channels == 0 {
@@ -253,9 +328,10 @@ impl ResNet {
         bn1.set_splits(config.bn_splits);
         let mut blocks = Vec::new();
         let mut c_in = w0;
+        let strides = config.stage_strides();
         for (s, (&depth, &width)) in config.depths.iter().zip(&config.widths).enumerate() {
             for i in 0..depth {
-                let stride = if s > 0 && i == 0 { 2 } else { 1 };
+                let stride = if i == 0 { strides[s] } else { 1 };
                 let prefix = format!("layer{}.{}", s + 1, i);
                 blocks.push(ResBlock::new(
                     &mut store,
@@ -295,7 +371,14 @@ impl ResNet {
         &self.store
     }
 
+    /// Pooled features `[B, feature_dim]`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_dense_t(x, train)?.mean((2, 3))
+    }
+
+    /// The last stage's feature map `[B, feature_dim, H / os, W / os]` (`os` =
+    /// [`ResNetConfig::output_stride`], rounding as the convolutions do).
+    pub fn forward_dense_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = relu(&self.bn1.forward_t(&self.conv1.forward(x)?, train)?)?;
         if self.config.stem == Stem::Imagenet {
             h = max_pool2d(&h, 3, 2, 1)?;
@@ -303,7 +386,7 @@ impl ResNet {
         for b in &self.blocks {
             h = b.forward_t(&h, train)?;
         }
-        h.mean((2, 3))
+        Ok(h)
     }
 }
 
@@ -311,6 +394,60 @@ impl ResNet {
 mod tests {
     use super::*;
     use gyre_kernels::DType;
+
+    /// Output stride 8 the CRW way: ResNet-18 keeps stride 8 from layer2 on and drops layer4
+    /// (its dense map on 64 px is 8×8 with 256 channels); resnet-mini reaches 8 with its four
+    /// stages; the pooled features are the dense map's mean.
+    #[test]
+    fn dense_encoders_have_output_stride_8() -> Result<()> {
+        let r18 = ResNetConfig::preset("resnet18", 3)
+            .unwrap()
+            .dense(8, 3)
+            .unwrap();
+        assert_eq!(
+            (r18.stage_strides(), r18.output_stride()),
+            (vec![1, 2, 1], 8)
+        );
+        let mini = ResNetConfig::preset("resnet-mini", 3)
+            .unwrap()
+            .dense(8, 4)
+            .unwrap();
+        assert_eq!(
+            (mini.stage_strides(), mini.output_stride()),
+            (vec![1, 2, 2, 2], 8)
+        );
+        let mini4 = ResNetConfig::preset("resnet-mini", 3)
+            .unwrap()
+            .dense(4, 4)
+            .unwrap();
+        assert_eq!(mini4.stage_strides(), vec![1, 2, 2, 1]);
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu)?;
+        for (cfg, dims) in [
+            (r18, [2, 256, 8, 8]),
+            (mini, [2, 256, 8, 8]),
+            (mini4, [2, 256, 16, 16]),
+        ] {
+            let net = ResNet::new(cfg, 0, &Device::Cpu).unwrap();
+            let dense = net.forward_dense_t(&x, false)?;
+            assert_eq!(dense.dims(), &dims);
+            let pooled = net.forward_t(&x, false)?;
+            let diff = (pooled - dense.mean((2, 3))?)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0);
+        }
+        let e = ResNetConfig::preset("resnet18", 3)
+            .unwrap()
+            .dense(2, 3)
+            .unwrap_err();
+        assert!(e.to_string().contains("output stride 2"), "{e}");
+        assert!(ResNetConfig::preset("resnet18", 3)
+            .unwrap()
+            .dense(8, 5)
+            .is_err());
+        Ok(())
+    }
 
     #[test]
     fn resnet_mini_has_the_reference_size() {
@@ -383,10 +520,13 @@ mod tests {
             stem: Stem::Imagenet,
             in_channels: 5,
             bn_splits: 1,
+            strides: Vec::new(),
         };
         let net = ResNet::new(cfg, 0, &Device::Cpu).unwrap();
         let x = Tensor::ones((2, 5, 33, 33), DType::F32, &Device::Cpu)?;
         assert_eq!(net.forward_t(&x, true)?.dims(), &[2, 64]);
+        // 33 → 17 (conv1) → 9 (max-pool) → 9 → 5.
+        assert_eq!(net.forward_dense_t(&x, true)?.dims(), &[2, 64, 5, 5]);
         assert_eq!(net.forward_t(&x, false)?.dims(), &[2, 64]);
         Ok(())
     }

@@ -76,6 +76,7 @@ pub fn batch(b: usize) -> Batch {
         labels: Some((0..b as u32).map(|i| i % 4).collect()),
         views: Vec::new(),
         view_shapes: Vec::new(),
+        geometry: Vec::new(),
     }
 }
 
