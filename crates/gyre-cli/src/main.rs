@@ -6,6 +6,7 @@ mod bench;
 mod bench_ops;
 mod card;
 mod console;
+mod dense;
 mod embed;
 mod plot;
 
@@ -72,7 +73,7 @@ enum Cmd {
     /// frozen backbone features; one JSON line per result.
     Eval {
         /// Run folder (holds recipe.toml and checkpoint.safetensors).
-        #[arg(long, required_unless_present = "pretrained")]
+        #[arg(long, required_unless_present_any = ["pretrained", "baseline"])]
         checkpoint: Option<PathBuf>,
         /// Instead: a pretrained backbone (a model folder or a Hub id from the local Hub cache),
         /// evaluated on the data of `--recipe` with the model's own normalisation.
@@ -98,6 +99,30 @@ enum Cmd {
         /// Probe raw features instead of L2-normalised ones.
         #[arg(long)]
         raw: bool,
+        /// The dense evaluations instead: held-out scene clips (nearest-neighbour correspondence
+        /// PCK against the true flow, CRW label propagation J), and with `--dense-gt` the
+        /// Middlebury and Graffiti PCK; of the checkpoint, or of `--baseline`.
+        #[arg(long)]
+        dense: bool,
+        /// With --dense, a baseline instead of a checkpoint: `raw-pixels` (8×8 RGB patches at
+        /// stride 8) or `random-init` (`--arch` at output stride 8, seed 0).
+        #[arg(long, requires = "dense", conflicts_with_all = ["checkpoint", "pretrained"])]
+        baseline: Option<String>,
+        /// The random-init baseline's architecture.
+        #[arg(long, default_value = "resnet-mini")]
+        arch: String,
+        /// With --dense: the held-out clips' sources: `embedded` (the embedded Fashion-MNIST
+        /// split for everything) or a cifar10-jpeg folder (its test images as tiles and
+        /// backgrounds, Fashion-MNIST's test split as garments).
+        #[arg(long, default_value = "embedded")]
+        scenes_from: String,
+        /// With --dense: held-out clips scored.
+        #[arg(long, default_value_t = 100)]
+        clips: usize,
+        /// With --dense: also score the real ground truth in this folder (`cargo xtask data
+        /// dense-gt`).
+        #[arg(long)]
+        dense_gt: Option<PathBuf>,
     },
     /// Write a run's backbone features and labels of a split (`OUT.safetensors`, `OUT.*.npy`).
     Embed {
@@ -241,7 +266,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             linear_epochs,
             linear_lr,
             raw,
+            dense,
+            baseline,
+            arch,
+            scenes_from,
+            clips,
+            dense_gt,
         } => {
+            if dense {
+                return dense::run(dense::DenseArgs {
+                    checkpoint,
+                    baseline,
+                    arch,
+                    scenes_from,
+                    clips,
+                    dense_gt,
+                    device: cli.device.clone(),
+                });
+            }
             // The checks a recipe's [eval] gets, before anything is loaded.
             for &kk in &k {
                 gyre_train::knn::check_k(kk).map_err(|p| anyhow::anyhow!("--k {kk}: {p}"))?;

@@ -80,6 +80,28 @@ pub struct Rgb {
     pub pixels: Vec<u8>,
 }
 
+impl Rgb {
+    /// The image resized to `width` pixels wide, the aspect kept (height rounded; triangle
+    /// filter).
+    pub fn resized(&self, width: usize) -> Rgb {
+        let h = ((self.height as f64 * width as f64 / self.width as f64).round() as usize).max(1);
+        let buf =
+            image::RgbImage::from_raw(self.width as u32, self.height as u32, self.pixels.clone())
+                .expect("an Rgb holds width·height·3 bytes");
+        let out = image::imageops::resize(
+            &buf,
+            width as u32,
+            h as u32,
+            image::imageops::FilterType::Triangle,
+        );
+        Rgb {
+            width,
+            height: h,
+            pixels: out.into_raw(),
+        }
+    }
+}
+
 /// A rectified stereo pair and the left image's true disparity (`NaN` = unknown).
 #[derive(Debug, Clone)]
 pub struct StereoPair {

@@ -141,6 +141,13 @@ pub struct EncoderConfig {
     /// Overrides the preset's stem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stem: Option<Stem>,
+    /// Dense encoders: input pixels per feature cell (8 for the dense methods); the stages
+    /// after the one that reaches it keep stride 1 (CRW's recipe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_stride: Option<usize>,
+    /// Keep only the first N stages (CRW drops ResNet-18's layer4: `stages = 3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -310,11 +317,29 @@ impl EncoderConfig {
     /// The backbone this section describes, for images of `in_channels` channels, with initial
     /// weights keyed on `seed`.
     pub fn build(&self, in_channels: usize, seed: u64, device: &Device) -> anyhow::Result<ResNet> {
+        Ok(ResNet::new(self.resnet_config(in_channels)?, seed, device)?)
+    }
+
+    /// The architecture this section describes (the recipe check and [`Self::build`] use it).
+    pub fn resnet_config(
+        &self,
+        in_channels: usize,
+    ) -> Result<gyre_encoders::ResNetConfig, gyre_encoders::EncoderError> {
         let mut cfg = gyre_encoders::ResNetConfig::preset(&self.arch, in_channels)?
             .with_bn_splits(self.bn_splits);
         if let Some(stem) = self.stem {
             cfg = cfg.with_stem(stem);
         }
-        Ok(ResNet::new(cfg, seed, device)?)
+        if self.output_stride.is_some() || self.stages.is_some() {
+            let stages = self.stages.unwrap_or(cfg.depths.len());
+            let natural = {
+                let mut c = cfg.clone();
+                c.depths.truncate(stages.max(1));
+                c.widths.truncate(stages.max(1));
+                c.output_stride()
+            };
+            cfg = cfg.dense(self.output_stride.unwrap_or(natural), stages)?;
+        }
+        Ok(cfg)
     }
 }

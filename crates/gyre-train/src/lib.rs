@@ -5,14 +5,15 @@
 //!
 //! Layers, bottom up (nothing imports from a layer above it): `step`, `bank`, `ema`, `teacher`,
 //! `cluster_bank`, `optim`, `schedule`, `knn`, `metrics` → `config` (recipe sections) → `method`
-//! → `irc` → `recipe` → `data_setup`, `eval`, `linear`, `checkpoint`, `observe` → `trainer`,
-//! `export`.
+//! → `irc` → `recipe` → `data_setup`, `eval`, `dense_eval`, `linear`, `checkpoint`, `observe` →
+//! `trainer`, `export`.
 
 pub mod bank;
 pub mod checkpoint;
 pub mod cluster_bank;
 pub mod config;
 pub mod data_setup;
+pub mod dense_eval;
 pub mod ema;
 pub mod eval;
 pub mod export;

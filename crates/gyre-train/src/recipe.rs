@@ -618,6 +618,14 @@ impl Recipe {
         {
             return bad("encoder.arch", e.to_string());
         }
+        if let Err(e) = self.encoder.resnet_config(self.in_channels().unwrap_or(3)) {
+            let key = if self.encoder.output_stride.is_some() {
+                "encoder.output_stride"
+            } else {
+                "encoder.stages"
+            };
+            return bad(key, e.to_string());
+        }
         if self.head.hidden == 0 || self.head.output == 0 || self.head.layers == 0 {
             return bad("head", "hidden, output and layers must be positive".into());
         }

@@ -22,6 +22,8 @@ impl Fixture {
                 arch: "resnet-mini".into(),
                 bn_splits: 1,
                 stem: None,
+                output_stride: None,
+                stages: None,
             },
             head: HeadConfig {
                 hidden: 64,

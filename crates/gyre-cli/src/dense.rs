@@ -1,0 +1,131 @@
+//! `gyre eval --dense`: the dense protocols (held-out scene clips: correspondence PCK and label
+//! propagation J; with `--dense-gt`, Middlebury and Graffiti PCK) for a run's backbone or a
+//! baseline (raw pixel patches, a random-init encoder); one JSON line per table row.
+
+use anyhow::Context;
+use gyre_data::scenes::SceneSources;
+use gyre_data::{cifar, dense_gt, fashion_mnist, OnBadSample, Residency};
+use gyre_train::dense_eval::protocol::{
+    evaluate_homography, evaluate_scenes, evaluate_stereo, FeatureSource, SceneProtocol,
+};
+use std::path::{Path, PathBuf};
+
+/// What `--dense` scores and on what.
+pub struct DenseArgs {
+    pub checkpoint: Option<PathBuf>,
+    pub baseline: Option<String>,
+    pub arch: String,
+    pub scenes_from: String,
+    pub clips: usize,
+    pub dense_gt: Option<PathBuf>,
+    pub device: Option<String>,
+}
+
+/// The held-out clips' sources: disjoint from what training clips use (test splits).
+fn held_out_sources(from: &str) -> anyhow::Result<(SceneSources, String)> {
+    if from == "embedded" {
+        let fm = fashion_mnist::embedded()?;
+        // Objects from images 0–4999, grey tiles and backgrounds from 5000–9999.
+        let colour = fm.select(
+            "fashion-mnist-embedded[5000:]",
+            &(5000..10000).collect::<Vec<_>>(),
+        );
+        return Ok((
+            SceneSources::new(fm.head(5000), colour)?,
+            "garments fashion-mnist-embedded[:5000]; tiles and backgrounds fashion-mnist-embedded[5000:] (even / odd)".into(),
+        ));
+    }
+    let root = Path::new(from);
+    let (test, _) = cifar::load_cifar10_jpeg(root, false, OnBadSample::Fail, Residency::Memory)
+        .with_context(|| format!("--scenes-from {from}: a cifar10-jpeg folder or `embedded`"))?;
+    let fm_dir = fashion_mnist::locate(None)?;
+    let garments = fashion_mnist::load_split(&fm_dir, "t10k")?;
+    let desc = format!(
+        "garments fashion-mnist t10k ({}); tiles and backgrounds {} test (even / odd)",
+        fm_dir.display(),
+        root.display()
+    );
+    Ok((SceneSources::new(garments, test)?, desc))
+}
+
+pub fn run(a: DenseArgs) -> anyhow::Result<()> {
+    let device = crate::open_device(&a.device, "cpu")?;
+    let (backbone, mean, std, model) = match (&a.checkpoint, a.baseline.as_deref()) {
+        (Some(run), _) => {
+            let r = gyre_train::Recipe::load(&run.join("recipe.toml"), &[])?;
+            let net = gyre_train::checkpoint::load_backbone(run, &r, &device)?;
+            let (m, s) = gyre_train::data_setup::run_normalisation(&r)?;
+            (Some(net), m, s, run.display().to_string())
+        }
+        (None, Some("random-init")) => {
+            let enc = gyre_train::config::EncoderConfig {
+                arch: a.arch.clone(),
+                bn_splits: 1,
+                stem: Some(gyre_encoders::Stem::Cifar),
+                output_stride: Some(8),
+                stages: None,
+            };
+            let net = enc.build(3, 0, &device)?;
+            (
+                Some(net),
+                cifar::CIFAR10_MEAN.to_vec(),
+                cifar::CIFAR10_STD.to_vec(),
+                format!("random-init {} (output stride 8, seed 0)", a.arch),
+            )
+        }
+        (None, Some("raw-pixels")) => (
+            None,
+            vec![],
+            vec![],
+            "raw-pixels (8×8 RGB patches, stride 8)".into(),
+        ),
+        (None, Some(other)) => {
+            anyhow::bail!("--baseline {other}: expected raw-pixels or random-init")
+        }
+        (None, None) => anyhow::bail!("eval --dense needs --checkpoint or --baseline"),
+    };
+    let source = match &backbone {
+        Some(net) => FeatureSource::Encoder {
+            backbone: net,
+            mean,
+            std,
+            device: device.clone(),
+        },
+        None => FeatureSource::RawPixels {
+            stride: 8,
+            patch: 8,
+        },
+    };
+    let (sources, desc) = held_out_sources(&a.scenes_from)?;
+    let proto = SceneProtocol {
+        clips: a.clips,
+        ..SceneProtocol::default()
+    };
+    let t0 = std::time::Instant::now();
+    let report = evaluate_scenes(&proto, &sources, &source)?;
+    for row in &report.correspondence {
+        println!(
+            "{}",
+            serde_json::json!({"model": model, "eval": "correspondence", "data": row.name, "scenes": desc, "clips": proto.clips, "pck_at": row.thresholds, "pck": row.pck, "points": row.points})
+        );
+    }
+    println!(
+        "{}",
+        serde_json::json!({"model": model, "eval": "label-propagation", "scenes": desc, "clips": proto.clips, "j_mean": report.j_mean, "objects": report.objects, "j_first_mask_kept": report.j_static, "j_true_masks_through_the_grid": report.j_ceiling, "protocol": "videowalk: top-k 10, radius 12 cells, 20 context frames + the first, τ 0.05", "seconds": t0.elapsed().as_secs_f64()})
+    );
+    if let Some(dir) = &a.dense_gt {
+        let dir = dense_gt::locate(Some(dir))?;
+        // Working width 256 pixels, queries every 4.
+        for row in [
+            evaluate_stereo(&dense_gt::aloe(&dir)?, 256, 4, &source)?,
+            evaluate_stereo(&dense_gt::motorcycle(&dir)?, 256, 4, &source)?,
+            evaluate_homography(&dense_gt::graffiti(&dir)?, 256, 4, &source)?,
+        ] {
+            println!(
+                "{}",
+                serde_json::json!({"model": model, "eval": "correspondence", "data": row.name, "width_px": 256, "pck_at": row.thresholds, "pck": row.pck, "points": row.points})
+            );
+        }
+    }
+    Ok(())
+}
