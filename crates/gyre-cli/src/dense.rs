@@ -17,6 +17,8 @@ pub struct DenseArgs {
     pub arch: String,
     pub scenes_from: String,
     pub clips: usize,
+    pub scene_size: usize,
+    pub output_stride: usize,
     pub dense_gt: Option<PathBuf>,
     pub device: Option<String>,
 }
@@ -62,7 +64,7 @@ pub fn run(a: DenseArgs) -> anyhow::Result<()> {
                 arch: a.arch.clone(),
                 bn_splits: 1,
                 stem: Some(gyre_encoders::Stem::Cifar),
-                output_stride: Some(8),
+                output_stride: Some(a.output_stride),
                 stages: None,
             };
             let net = enc.build(3, 0, &device)?;
@@ -70,7 +72,10 @@ pub fn run(a: DenseArgs) -> anyhow::Result<()> {
                 Some(net),
                 cifar::CIFAR10_MEAN.to_vec(),
                 cifar::CIFAR10_STD.to_vec(),
-                format!("random-init {} (output stride 8, seed 0)", a.arch),
+                format!(
+                    "random-init {} (output stride {}, seed 0)",
+                    a.arch, a.output_stride
+                ),
             )
         }
         (None, Some("raw-pixels")) => (
@@ -97,21 +102,23 @@ pub fn run(a: DenseArgs) -> anyhow::Result<()> {
         },
     };
     let (sources, desc) = held_out_sources(&a.scenes_from)?;
-    let proto = SceneProtocol {
+    let mut proto = SceneProtocol {
         clips: a.clips,
         ..SceneProtocol::default()
     };
+    proto.scene.size = a.scene_size;
+    proto.scene.validate()?;
     let t0 = std::time::Instant::now();
     let report = evaluate_scenes(&proto, &sources, &source)?;
     for row in &report.correspondence {
         println!(
             "{}",
-            serde_json::json!({"model": model, "eval": "correspondence", "data": row.name, "scenes": desc, "clips": proto.clips, "pck_at": row.thresholds, "pck": row.pck, "points": row.points})
+            serde_json::json!({"model": model, "eval": "correspondence", "data": row.name, "scenes": desc, "clips": proto.clips, "frame_px": proto.scene.size, "pck_at": row.thresholds, "pck": row.pck, "points": row.points})
         );
     }
     println!(
         "{}",
-        serde_json::json!({"model": model, "eval": "label-propagation", "scenes": desc, "clips": proto.clips, "j_mean": report.j_mean, "objects": report.objects, "j_first_mask_kept": report.j_static, "j_true_masks_through_the_grid": report.j_ceiling, "protocol": "videowalk: top-k 10, radius 12 cells, 20 context frames + the first, τ 0.05", "seconds": t0.elapsed().as_secs_f64()})
+        serde_json::json!({"model": model, "eval": "label-propagation", "scenes": desc, "clips": proto.clips, "frame_px": proto.scene.size, "j_mean": report.j_mean, "objects": report.objects, "j_first_mask_kept": report.j_static, "j_true_masks_through_the_grid": report.j_ceiling, "protocol": "videowalk: top-k 10, radius 12 cells, 20 context frames + the first, τ 0.05", "seconds": t0.elapsed().as_secs_f64()})
     );
     if let Some(dir) = &a.dense_gt {
         let dir = dense_gt::locate(Some(dir))?;

@@ -119,6 +119,12 @@ enum Cmd {
         /// With --dense: held-out clips scored.
         #[arg(long, default_value_t = 100)]
         clips: usize,
+        /// With --dense: the scene frames' side in pixels.
+        #[arg(long, default_value_t = 64)]
+        scene_size: usize,
+        /// With --dense: the random-init baseline's output stride.
+        #[arg(long, default_value_t = 8)]
+        output_stride: usize,
         /// With --dense: also score the real ground truth in this folder (`cargo xtask data
         /// dense-gt`).
         #[arg(long)]
@@ -271,6 +277,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             arch,
             scenes_from,
             clips,
+            scene_size,
+            output_stride,
             dense_gt,
         } => {
             if dense {
@@ -280,6 +288,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     arch,
                     scenes_from,
                     clips,
+                    scene_size,
+                    output_stride,
                     dense_gt,
                     device: cli.device.clone(),
                 });
