@@ -9,7 +9,7 @@
 
 use crate::ema::{EmaTeacher, MomentumSchedule};
 use crate::step::StepContext;
-use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
+use gyre_encoders::{DenseHead, ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
 use rand::seq::SliceRandom;
 
@@ -21,10 +21,23 @@ pub struct TeacherOutput {
     pub embeddings: Tensor,
 }
 
-/// A momentum encoder: backbone + projector, EMA of the online pair.
+/// What a dense teacher produced for one batch (all detached).
+pub struct DenseTeacherOutput {
+    /// The backbone's last-stage map `[B, F, h, w]`.
+    pub map: Tensor,
+    /// Its mean over the cells `[B, F]`, and the projector's output `[B, D]`.
+    pub features: Tensor,
+    pub embeddings: Tensor,
+    /// The dense head's map `[B, D', h, w]` (not normalised).
+    pub dense: Tensor,
+}
+
+/// A momentum encoder: backbone + projector (+ a dense head for dense methods), EMA of the
+/// online ones.
 pub struct MomentumEncoder {
     backbone: ResNet,
     head: ProjectionHead,
+    dense_head: Option<DenseHead>,
     store: ParamStore,
     ema: EmaTeacher,
     schedule: MomentumSchedule,
@@ -48,6 +61,54 @@ impl MomentumEncoder {
         shuffle: bool,
         device: &Device,
     ) -> anyhow::Result<Self> {
+        Self::build(
+            online_backbone,
+            online_head,
+            head_cfg,
+            None,
+            schedule,
+            seed,
+            shuffle,
+            device,
+        )
+    }
+
+    /// A teacher that also copies a dense head (`online_dense`, built from `dense_cfg`, under
+    /// `dense_head.`): DenseCL's momentum encoder.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_dense(
+        online_backbone: &ResNet,
+        online_head: &ProjectionHead,
+        head_cfg: ProjectionHeadConfig,
+        online_dense: (&DenseHead, ProjectionHeadConfig),
+        schedule: MomentumSchedule,
+        seed: u64,
+        shuffle: bool,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        Self::build(
+            online_backbone,
+            online_head,
+            head_cfg,
+            Some(online_dense),
+            schedule,
+            seed,
+            shuffle,
+            device,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        online_backbone: &ResNet,
+        online_head: &ProjectionHead,
+        head_cfg: ProjectionHeadConfig,
+        online_dense: Option<(&DenseHead, ProjectionHeadConfig)>,
+        schedule: MomentumSchedule,
+        seed: u64,
+        shuffle: bool,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
         let backbone = ResNet::new(online_backbone.config().clone(), seed, device)?;
         let head = ProjectionHead::new(head_cfg, seed, "projector", device)?;
         let mut online = ParamStore::new();
@@ -56,10 +117,20 @@ impl MomentumEncoder {
         let mut teacher = ParamStore::new();
         teacher.extend_prefixed("backbone", backbone.params());
         teacher.extend_prefixed("projector", head.params());
+        let dense_head = match online_dense {
+            Some((od, cfg)) => {
+                let d = DenseHead::new(cfg, seed, "dense_head", device)?;
+                online.extend_prefixed("dense_head", od.params());
+                teacher.extend_prefixed("dense_head", d.params());
+                Some(d)
+            }
+            None => None,
+        };
         let ema = EmaTeacher::new(&online, &teacher)?;
         Ok(Self {
             backbone,
             head,
+            dense_head,
             store: teacher,
             ema,
             schedule,
@@ -93,30 +164,7 @@ impl MomentumEncoder {
     /// detached; `stream` separates several teacher passes of one step (distinct shuffles). An
     /// error before this step's [`Self::update`]: the update comes first (methods.md §9.9).
     pub fn encode(&self, x: &Tensor, ctx: StepContext, stream: u64) -> Result<TeacherOutput> {
-        if self.updated_at != Some(ctx.step) {
-            gyre_kernels::candle::bail!(
-                "teacher: forward pass at step {} before its EMA update",
-                ctx.step
-            );
-        }
-        let n = x.dim(0)?;
-        let dev = x.device();
-        let (xin, unperm) = if self.shuffle {
-            let mut perm: Vec<u32> = (0..n as u32).collect();
-            let words = [self.seed, ctx.step, stream, gyre_rng::tag(b"shuffleb")];
-            perm.shuffle(&mut gyre_rng::stream(words));
-            let mut inv = vec![0u32; n];
-            for (i, &p) in perm.iter().enumerate() {
-                inv[p as usize] = i as u32;
-            }
-            let perm = Tensor::from_vec(perm, n, dev)?;
-            (
-                x.index_select(&perm, 0)?,
-                Some(Tensor::from_vec(inv, n, dev)?),
-            )
-        } else {
-            (x.clone(), None)
-        };
+        let (xin, unperm) = self.shuffled(x, ctx, stream)?;
         let f = self.backbone.forward_t(&xin, true)?.detach();
         let z = self.head.forward_t(&f, true)?.detach();
         let (f, z) = match unperm {
@@ -127,6 +175,71 @@ impl MomentumEncoder {
             features: f,
             embeddings: z,
         })
+    }
+
+    /// The dense teacher's map, pooled features, embeddings and dense-head map of `x` (same
+    /// rules as [`Self::encode`]); an error for a teacher without a dense head.
+    pub fn encode_dense(
+        &self,
+        x: &Tensor,
+        ctx: StepContext,
+        stream: u64,
+    ) -> Result<DenseTeacherOutput> {
+        let Some(dense_head) = &self.dense_head else {
+            gyre_kernels::candle::bail!(
+                "teacher: no dense head (built with `new`, not `new_dense`)"
+            );
+        };
+        let (xin, unperm) = self.shuffled(x, ctx, stream)?;
+        let map = self.backbone.forward_dense_t(&xin, true)?.detach();
+        let f = map.mean((2, 3))?;
+        let z = self.head.forward_t(&f, true)?.detach();
+        let d = dense_head.forward_t(&map, true)?.detach();
+        let undo = |t: Tensor| -> Result<Tensor> {
+            match &unperm {
+                Some(inv) => t.index_select(inv, 0),
+                None => Ok(t),
+            }
+        };
+        Ok(DenseTeacherOutput {
+            map: undo(map)?,
+            features: undo(f)?,
+            embeddings: undo(z)?,
+            dense: undo(d)?,
+        })
+    }
+
+    /// The step's check that the update came first, and Shuffle-BN's permuted batch with the
+    /// inverse permutation.
+    fn shuffled(
+        &self,
+        x: &Tensor,
+        ctx: StepContext,
+        stream: u64,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        if self.updated_at != Some(ctx.step) {
+            gyre_kernels::candle::bail!(
+                "teacher: forward pass at step {} before its EMA update",
+                ctx.step
+            );
+        }
+        if !self.shuffle {
+            return Ok((x.clone(), None));
+        }
+        let n = x.dim(0)?;
+        let dev = x.device();
+        let mut perm: Vec<u32> = (0..n as u32).collect();
+        let words = [self.seed, ctx.step, stream, gyre_rng::tag(b"shuffleb")];
+        perm.shuffle(&mut gyre_rng::stream(words));
+        let mut inv = vec![0u32; n];
+        for (i, &p) in perm.iter().enumerate() {
+            inv[p as usize] = i as u32;
+        }
+        let perm = Tensor::from_vec(perm, n, dev)?;
+        Ok((
+            x.index_select(&perm, 0)?,
+            Some(Tensor::from_vec(inv, n, dev)?),
+        ))
     }
 }
 

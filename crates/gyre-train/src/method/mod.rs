@@ -16,6 +16,7 @@
 //! 6. periodic refreshes (InterCLR's centroids) — `after_step`.
 
 pub mod byol;
+pub mod densecl;
 pub mod interclr;
 pub mod moco;
 pub mod nnclr;
@@ -45,6 +46,7 @@ pub const REGISTRY: &[MethodEntry] = &[
     entry::<reco::RecoSettings>(),
     entry::<interclr::InterClrSettings>(),
     entry::<nnclr::NnclrSettings>(),
+    entry::<densecl::DenseClSettings>(),
 ];
 
 /// A self-supervised method.
