@@ -10,17 +10,39 @@ use gyre_train::dense_eval::protocol::{
 };
 use std::path::{Path, PathBuf};
 
-/// What `--dense` scores and on what.
+/// `gyre eval`'s dense flags: what `--dense` scores and on what.
+#[derive(Debug, clap::Args)]
 pub struct DenseArgs {
-    pub checkpoint: Option<PathBuf>,
+    /// The dense evaluations instead: held-out scene clips (nearest-neighbour correspondence
+    /// PCK against the true flow, CRW label propagation J), and with `--dense-gt` the
+    /// Middlebury and Graffiti PCK; of the checkpoint, or of `--baseline`.
+    #[arg(long)]
+    pub dense: bool,
+    /// With --dense, a baseline instead of a checkpoint: `raw-pixels` (8×8 RGB patches at
+    /// stride 8) or `random-init` (`--arch` at `--output-stride`, seed 0).
+    #[arg(long, requires = "dense", conflicts_with_all = ["checkpoint", "pretrained"])]
     pub baseline: Option<String>,
+    /// The random-init baseline's architecture.
+    #[arg(long, default_value = "resnet-mini")]
     pub arch: String,
-    pub scenes_from: String,
-    pub clips: usize,
-    pub scene_size: usize,
+    /// The random-init baseline's output stride.
+    #[arg(long, default_value_t = 8)]
     pub output_stride: usize,
+    /// With --dense: the held-out clips' sources: `embedded` (the embedded Fashion-MNIST split
+    /// for everything) or a cifar10-jpeg folder (its test images as tiles and backgrounds,
+    /// Fashion-MNIST's test split as garments).
+    #[arg(long, default_value = "embedded")]
+    pub scenes_from: String,
+    /// With --dense: held-out clips scored.
+    #[arg(long, default_value_t = 100)]
+    pub clips: usize,
+    /// With --dense: the scene frames' side in pixels.
+    #[arg(long, default_value_t = 64)]
+    pub scene_size: usize,
+    /// With --dense: also score the real ground truth in this folder (`cargo xtask data
+    /// dense-gt`).
+    #[arg(long)]
     pub dense_gt: Option<PathBuf>,
-    pub device: Option<String>,
 }
 
 /// The held-out clips' sources: disjoint from what training clips use (test splits).
@@ -50,9 +72,13 @@ fn held_out_sources(from: &str) -> anyhow::Result<(SceneSources, String)> {
     Ok((SceneSources::new(garments, test)?, desc))
 }
 
-pub fn run(a: DenseArgs) -> anyhow::Result<()> {
-    let device = crate::open_device(&a.device, "cpu")?;
-    let (backbone, mean, std, model) = match (&a.checkpoint, a.baseline.as_deref()) {
+pub fn run(
+    checkpoint: Option<&Path>,
+    a: &DenseArgs,
+    device: &Option<String>,
+) -> anyhow::Result<()> {
+    let device = crate::open_device(device, "cpu")?;
+    let (backbone, mean, std, model) = match (checkpoint, a.baseline.as_deref()) {
         (Some(run), _) => {
             let r = gyre_train::Recipe::load(&run.join("recipe.toml"), &[])?;
             let net = gyre_train::checkpoint::load_backbone(run, &r, &device)?;

@@ -99,36 +99,8 @@ enum Cmd {
         /// Probe raw features instead of L2-normalised ones.
         #[arg(long)]
         raw: bool,
-        /// The dense evaluations instead: held-out scene clips (nearest-neighbour correspondence
-        /// PCK against the true flow, CRW label propagation J), and with `--dense-gt` the
-        /// Middlebury and Graffiti PCK; of the checkpoint, or of `--baseline`.
-        #[arg(long)]
-        dense: bool,
-        /// With --dense, a baseline instead of a checkpoint: `raw-pixels` (8×8 RGB patches at
-        /// stride 8) or `random-init` (`--arch` at output stride 8, seed 0).
-        #[arg(long, requires = "dense", conflicts_with_all = ["checkpoint", "pretrained"])]
-        baseline: Option<String>,
-        /// The random-init baseline's architecture.
-        #[arg(long, default_value = "resnet-mini")]
-        arch: String,
-        /// With --dense: the held-out clips' sources: `embedded` (the embedded Fashion-MNIST
-        /// split for everything) or a cifar10-jpeg folder (its test images as tiles and
-        /// backgrounds, Fashion-MNIST's test split as garments).
-        #[arg(long, default_value = "embedded")]
-        scenes_from: String,
-        /// With --dense: held-out clips scored.
-        #[arg(long, default_value_t = 100)]
-        clips: usize,
-        /// With --dense: the scene frames' side in pixels.
-        #[arg(long, default_value_t = 64)]
-        scene_size: usize,
-        /// With --dense: the random-init baseline's output stride.
-        #[arg(long, default_value_t = 8)]
-        output_stride: usize,
-        /// With --dense: also score the real ground truth in this folder (`cargo xtask data
-        /// dense-gt`).
-        #[arg(long)]
-        dense_gt: Option<PathBuf>,
+        #[command(flatten)]
+        dense: dense::DenseArgs,
     },
     /// Write a run's backbone features and labels of a split (`OUT.safetensors`, `OUT.*.npy`).
     Embed {
@@ -273,26 +245,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             linear_lr,
             raw,
             dense,
-            baseline,
-            arch,
-            scenes_from,
-            clips,
-            scene_size,
-            output_stride,
-            dense_gt,
         } => {
-            if dense {
-                return dense::run(dense::DenseArgs {
-                    checkpoint,
-                    baseline,
-                    arch,
-                    scenes_from,
-                    clips,
-                    scene_size,
-                    output_stride,
-                    dense_gt,
-                    device: cli.device.clone(),
-                });
+            if dense.dense {
+                return dense::run(checkpoint.as_deref(), &dense, &cli.device);
             }
             // The checks a recipe's [eval] gets, before anything is loaded.
             for &kk in &k {

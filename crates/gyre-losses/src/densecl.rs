@@ -27,7 +27,8 @@ pub fn backbone_matches(f_q: &Tensor, f_k: &Tensor) -> Result<Tensor> {
     sim.argmax_keepdim(2)?.squeeze(2)?.to_dtype(DType::U32)
 }
 
-/// L2-normalises a `[B, C, S]` map over its channels (dim 1), as `F.normalize` (eps 1e-12).
+/// L2-normalises over dim 1 (the channels of a `[B, C, S]` map, the features of `[B, D]` rows),
+/// as `F.normalize` (eps 1e-12).
 pub fn l2_channels(x: &Tensor) -> Result<Tensor> {
     let n = x
         .sqr()?
