@@ -65,12 +65,7 @@ fn fetch_fmnist_gz(dl: &Path) -> Result<PathBuf> {
 fn fashion_mnist() -> Result<()> {
     let dest = root().join("data/fashion-mnist");
     std::fs::create_dir_all(&dest)?;
-    let all_there = FMNIST.iter().all(|(n, h)| {
-        std::fs::read(dest.join(n))
-            .map(|b| sha256(&b) == *h)
-            .unwrap_or(false)
-    });
-    if all_there {
+    if holds_pinned(&dest, FMNIST.iter().map(|(n, h)| (*n, *h))) {
         println!(
             "xtask: {} already holds Fashion-MNIST (sha256 verified)",
             dest.display()
@@ -159,6 +154,15 @@ fn opencv_data() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Whether `dir` holds every `(name, sha256)` file with its pinned bytes.
+fn holds_pinned<'a>(dir: &Path, files: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
+    files.into_iter().all(|(n, h)| {
+        std::fs::read(dir.join(n))
+            .map(|b| sha256(&b) == h)
+            .unwrap_or(false)
+    })
+}
+
 /// Reads `path` and checks its sha256.
 fn read_pinned(path: &Path, want: &str) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
@@ -243,16 +247,16 @@ fn opencv_video() -> Result<()> {
             "xtask: {}: {} frames of {}×{} ({})",
             v.name,
             frames.len(),
-            frames.width,
-            frames.height,
+            frames.width(),
+            frames.height(),
             v.codec
         );
         manifest.push_str(&format!(
             "{} {} {} {} {} {}\n",
             v.name,
             frames.len(),
-            frames.width,
-            frames.height,
+            frames.width(),
+            frames.height(),
             v.sha256,
             v.codec
         ));
@@ -269,12 +273,7 @@ const SKIMAGE: &str = "scikit-image==0.26.0";
 fn dense_ground_truth() -> Result<()> {
     let dest = root().join("data/dense-gt");
     std::fs::create_dir_all(&dest)?;
-    let all_there = dense_gt::FILES.iter().all(|(n, h, _)| {
-        std::fs::read(dest.join(n))
-            .map(|b| sha256(&b) == *h)
-            .unwrap_or(false)
-    });
-    if all_there {
+    if holds_pinned(&dest, dense_gt::FILES.iter().map(|(n, h, _)| (*n, *h))) {
         println!(
             "xtask: {} already holds the dense ground truth (sha256 verified)",
             dest.display()

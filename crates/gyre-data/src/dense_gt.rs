@@ -135,16 +135,20 @@ impl HomographyPair {
 
 /// Decodes an image file into RGB.
 pub fn read_rgb(path: &Path) -> Result<Rgb, DataError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| DataError::file(path, format!("cannot read: {e}")))?;
-    let img = image::load_from_memory(&bytes)
-        .map_err(|e| DataError::file(path, format!("not a readable image: {e}")))?
-        .to_rgb8();
+    let img = decode(path)?.to_rgb8();
     Ok(Rgb {
         width: img.width() as usize,
         height: img.height() as usize,
         pixels: img.into_raw(),
     })
+}
+
+/// Decodes an image file; the error names it.
+fn decode(path: &Path) -> Result<image::DynamicImage, DataError> {
+    let bytes =
+        std::fs::read(path).map_err(|e| DataError::file(path, format!("cannot read: {e}")))?;
+    image::load_from_memory(&bytes)
+        .map_err(|e| DataError::file(path, format!("not a readable image: {e}")))
 }
 
 fn same_size(a: &Rgb, b: &Rgb, b_path: &Path, what: &str) -> Result<(), DataError> {
@@ -170,11 +174,7 @@ pub fn aloe(dir: &Path) -> Result<StereoPair, DataError> {
     let left = read_rgb(&lp)?;
     let right = read_rgb(&rp)?;
     same_size(&left, &right, &rp, "the right image")?;
-    let bytes =
-        std::fs::read(&gp).map_err(|e| DataError::file(&gp, format!("cannot read: {e}")))?;
-    let gt = image::load_from_memory(&bytes)
-        .map_err(|e| DataError::file(&gp, format!("not a readable image: {e}")))?
-        .to_luma8();
+    let gt = decode(&gp)?.to_luma8();
     let (w, h) = (gt.width() as usize, gt.height() as usize);
     if (w, h) != (left.width, left.height) {
         return Err(DataError::file(

@@ -340,7 +340,6 @@ pub struct Clip {
     /// `[frames, size, size]`.
     pub instances: Vec<u8>,
     pub motion: Motion,
-    zoom: f32,
 }
 
 /// Where each pixel of one frame is in another: `[size, size, 2]` displacements (x, y) of the
@@ -405,11 +404,6 @@ impl Clip {
             displacement,
             valid,
         }
-    }
-
-    /// The background magnification the clip was rendered with.
-    pub fn zoom(&self) -> f32 {
-        self.zoom
     }
 }
 
@@ -537,7 +531,6 @@ pub fn render(
         classes,
         instances,
         motion: motion.clone(),
-        zoom: cfg.zoom,
     })
 }
 
@@ -556,12 +549,6 @@ pub fn generate(
     range: std::ops::Range<u64>,
 ) -> Result<Vec<Clip>, DataError> {
     cfg.validate()?;
-    if sources.objects.len() + 1 > u8::MAX as usize || cfg.max_objects > 254 {
-        return Err(DataError::Scene {
-            field: "max_objects",
-            problem: "instance ids must fit in a byte".into(),
-        });
-    }
     range
         .into_par_iter()
         .map(|i| render(cfg, sources, &Motion::draw(cfg, sources, seed, split, i)))

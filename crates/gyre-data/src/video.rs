@@ -46,12 +46,18 @@ pub const FRAME_HEIGHT: usize = 144;
 #[derive(Debug, Clone)]
 pub struct VideoFrames {
     pub name: String,
-    pub width: usize,
-    pub height: usize,
     pub frames: ImageSet,
 }
 
 impl VideoFrames {
+    pub fn width(&self) -> usize {
+        self.frames.width
+    }
+
+    pub fn height(&self) -> usize {
+        self.frames.height
+    }
+
     pub fn len(&self) -> usize {
         self.frames.len()
     }
@@ -152,8 +158,6 @@ pub fn load_frames(dir: &Path, name: &str) -> Result<VideoFrames, DataError> {
     let frames = ImageSet::new(name, (height, width, 3), pixels, None, Vec::new())?;
     Ok(VideoFrames {
         name: name.to_string(),
-        width,
-        height,
         frames,
     })
 }
@@ -183,7 +187,7 @@ mod tests {
         }
         std::fs::write(d.join("notes.txt"), "ignored").unwrap();
         let v = load_frames(&d, "clip").unwrap();
-        assert_eq!((v.len(), v.width, v.height), (5, 6, 4));
+        assert_eq!((v.len(), v.width(), v.height()), (5, 6, 4));
         let f3 = v.frames.image(3).unwrap();
         // Pixel (x 2, y 1) of frame 3 is (3, 2, 1).
         assert_eq!(&f3[(6 + 2) * 3..(6 + 2) * 3 + 3], [3, 2, 1]);

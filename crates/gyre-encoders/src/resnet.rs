@@ -41,6 +41,16 @@ pub enum Stem {
     Imagenet,
 }
 
+impl Stem {
+    /// Input pixels per pixel of the stem's output.
+    pub fn stride(self) -> usize {
+        match self {
+            Stem::Cifar => 1,
+            Stem::Imagenet => 4,
+        }
+    }
+}
+
 /// Architecture of a ResNet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResNetConfig {
@@ -123,37 +133,34 @@ impl ResNetConfig {
 
     /// Input pixels per output cell of the dense feature map.
     pub fn output_stride(&self) -> usize {
-        let stem = match self.stem {
-            Stem::Cifar => 1,
-            Stem::Imagenet => 4,
-        };
-        stem * self.stage_strides().iter().product::<usize>()
+        self.stem.stride() * self.stage_strides().iter().product::<usize>()
     }
 
-    /// A dense encoder (CRW's recipe): keeps the first `stages` stages and sets the strides of
-    /// the stages after the one that reaches `output_stride` to 1, so the feature map has one
-    /// cell per `output_stride` input pixels. ResNet-18 at 8: ImageNet stem (4) and layer2 (2),
-    /// layer3 at stride 1, `stages = 3` drops layer4 as CRW does; resnet-mini at 8: the CIFAR
-    /// stem and strides 1, 2, 2, 2.
-    pub fn dense(
-        mut self,
-        output_stride: usize,
-        stages: usize,
-    ) -> std::result::Result<Self, EncoderError> {
+    /// The first `stages` stages only (CRW drops ResNet-18's layer4: 3).
+    pub fn with_stages(mut self, stages: usize) -> std::result::Result<Self, EncoderError> {
         if stages == 0 || stages > self.depths.len() {
             return Err(EncoderError::Config(format!(
                 "stages {stages}: the preset has {}",
                 self.depths.len()
             )));
         }
-        self.depths.truncate(stages);
-        self.widths.truncate(stages);
         let mut strides = self.stage_strides();
         strides.truncate(stages);
-        let mut total = match self.stem {
-            Stem::Cifar => 1,
-            Stem::Imagenet => 4,
-        };
+        self.depths.truncate(stages);
+        self.widths.truncate(stages);
+        if !self.strides.is_empty() {
+            self.strides = strides;
+        }
+        Ok(self)
+    }
+
+    /// A dense encoder (CRW's recipe): the strides of the stages after the one that reaches
+    /// `output_stride` set to 1, so the feature map has one cell per `output_stride` input
+    /// pixels. ResNet-18 at 8 (with 3 stages, as CRW): ImageNet stem (4) and layer2 (2), layer3 at
+    /// stride 1; resnet-mini at 8: the CIFAR stem and strides 1, 2, 2, 2; at 4: 1, 2, 2, 1.
+    pub fn dense(mut self, output_stride: usize) -> std::result::Result<Self, EncoderError> {
+        let mut strides = self.stage_strides();
+        let mut total = self.stem.stride();
         for s in strides.iter_mut() {
             if total * *s > output_stride {
                 *s = 1;
@@ -162,8 +169,8 @@ impl ResNetConfig {
         }
         if total != output_stride {
             return Err(EncoderError::Config(format!(
-                "output stride {output_stride}: the stem and {stages} stages of stride ≤ 2 \
-                 reach {total}"
+                "output stride {output_stride}: the stem and {} stages of stride ≤ 2 reach {total}",
+                self.depths.len()
             )));
         }
         self.strides = strides;
@@ -402,7 +409,9 @@ mod tests {
     fn dense_encoders_have_output_stride_8() -> Result<()> {
         let r18 = ResNetConfig::preset("resnet18", 3)
             .unwrap()
-            .dense(8, 3)
+            .with_stages(3)
+            .unwrap()
+            .dense(8)
             .unwrap();
         assert_eq!(
             (r18.stage_strides(), r18.output_stride()),
@@ -410,7 +419,7 @@ mod tests {
         );
         let mini = ResNetConfig::preset("resnet-mini", 3)
             .unwrap()
-            .dense(8, 4)
+            .dense(8)
             .unwrap();
         assert_eq!(
             (mini.stage_strides(), mini.output_stride()),
@@ -418,7 +427,7 @@ mod tests {
         );
         let mini4 = ResNetConfig::preset("resnet-mini", 3)
             .unwrap()
-            .dense(4, 4)
+            .dense(4)
             .unwrap();
         assert_eq!(mini4.stage_strides(), vec![1, 2, 2, 1]);
         let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu)?;
@@ -439,12 +448,14 @@ mod tests {
         }
         let e = ResNetConfig::preset("resnet18", 3)
             .unwrap()
-            .dense(2, 3)
+            .with_stages(3)
+            .unwrap()
+            .dense(2)
             .unwrap_err();
         assert!(e.to_string().contains("output stride 2"), "{e}");
         assert!(ResNetConfig::preset("resnet18", 3)
             .unwrap()
-            .dense(8, 5)
+            .with_stages(5)
             .is_err());
         Ok(())
     }

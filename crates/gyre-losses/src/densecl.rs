@@ -15,6 +15,7 @@
 //! (λ = 0.5, τ = 0.2), the global term being MoCo v2's.
 
 use crate::info_nce::logits_ce_first;
+use crate::normalize::{l2_normalize, l2_normalize_dim};
 use gyre_kernels::{DType, Result, Tensor};
 
 /// For every cell of the query map, the index of the key map's most similar cell (cosine of the
@@ -27,15 +28,10 @@ pub fn backbone_matches(f_q: &Tensor, f_k: &Tensor) -> Result<Tensor> {
     sim.argmax_keepdim(2)?.squeeze(2)?.to_dtype(DType::U32)
 }
 
-/// L2-normalises over dim 1 (the channels of a `[B, C, S]` map, the features of `[B, D]` rows),
-/// as `F.normalize` (eps 1e-12).
+/// L2-normalises a `[B, C, S]` map over its channels (dim 1), as `F.normalize`
+/// ([`l2_normalize_dim`]: a finite gradient at an all-zero cell).
 pub fn l2_channels(x: &Tensor) -> Result<Tensor> {
-    let n = x
-        .sqr()?
-        .sum_keepdim(1)?
-        .sqrt()?
-        .clamp(1e-12, f64::INFINITY)?;
-    x.broadcast_div(&n)
+    l2_normalize_dim(x, 1)
 }
 
 /// The key cells each query cell is matched to: `[B·S, D]` rows, in query-cell order.
@@ -73,13 +69,7 @@ pub fn densecl_dense_loss(
 
 /// The dense queue's entry for each image: the key cells' mean, normalised, `[B, D]`.
 pub fn pooled_keys(k: &Tensor) -> Result<Tensor> {
-    let m = k.detach().mean(2)?;
-    let n = m
-        .sqr()?
-        .sum_keepdim(1)?
-        .sqrt()?
-        .clamp(1e-12, f64::INFINITY)?;
-    m.broadcast_div(&n)
+    l2_normalize(&k.detach().mean(2)?)
 }
 
 #[cfg(test)]

@@ -12,7 +12,15 @@ pub const NORMALIZE_EPS: f64 = 1e-12;
 /// maps to zero with a finite gradient (`1/eps` on the diagonal), where `x / (sqrt(Σx²) + eps)`
 /// gives NaN.
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let sq = x.sqr()?.sum_keepdim(D::Minus1)?;
+    l2_normalize_dim(x, D::Minus1)
+}
+
+/// [`l2_normalize`] along `dim` (the channels of a `[B, C, S]` feature map: dim 1).
+pub fn l2_normalize_dim<Dim: gyre_kernels::candle::shape::Dim>(
+    x: &Tensor,
+    dim: Dim,
+) -> Result<Tensor> {
+    let sq = x.sqr()?.sum_keepdim(dim)?;
     let denom = sq.maximum(NORMALIZE_EPS * NORMALIZE_EPS)?.sqrt()?;
     x.broadcast_div(&denom)
 }

@@ -330,15 +330,11 @@ impl EncoderConfig {
         if let Some(stem) = self.stem {
             cfg = cfg.with_stem(stem);
         }
-        if self.output_stride.is_some() || self.stages.is_some() {
-            let stages = self.stages.unwrap_or(cfg.depths.len());
-            let natural = {
-                let mut c = cfg.clone();
-                c.depths.truncate(stages.max(1));
-                c.widths.truncate(stages.max(1));
-                c.output_stride()
-            };
-            cfg = cfg.dense(self.output_stride.unwrap_or(natural), stages)?;
+        if let Some(n) = self.stages {
+            cfg = cfg.with_stages(n)?;
+        }
+        if let Some(os) = self.output_stride {
+            cfg = cfg.dense(os)?;
         }
         Ok(cfg)
     }

@@ -51,55 +51,10 @@ pub struct MomentumEncoder {
 
 impl MomentumEncoder {
     /// A teacher for `online` (backbone, head), which it copies; `head_cfg` must be the online
-    /// head's. `shuffle` turns Shuffle-BN on.
+    /// head's. With `online_dense` (a dense head and its config: DenseCL) it also copies that,
+    /// under `dense_head.`. `shuffle` turns Shuffle-BN on.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        online_backbone: &ResNet,
-        online_head: &ProjectionHead,
-        head_cfg: ProjectionHeadConfig,
-        schedule: MomentumSchedule,
-        seed: u64,
-        shuffle: bool,
-        device: &Device,
-    ) -> anyhow::Result<Self> {
-        Self::build(
-            online_backbone,
-            online_head,
-            head_cfg,
-            None,
-            schedule,
-            seed,
-            shuffle,
-            device,
-        )
-    }
-
-    /// A teacher that also copies a dense head (`online_dense`, built from `dense_cfg`, under
-    /// `dense_head.`): DenseCL's momentum encoder.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new_dense(
-        online_backbone: &ResNet,
-        online_head: &ProjectionHead,
-        head_cfg: ProjectionHeadConfig,
-        online_dense: (&DenseHead, ProjectionHeadConfig),
-        schedule: MomentumSchedule,
-        seed: u64,
-        shuffle: bool,
-        device: &Device,
-    ) -> anyhow::Result<Self> {
-        Self::build(
-            online_backbone,
-            online_head,
-            head_cfg,
-            Some(online_dense),
-            schedule,
-            seed,
-            shuffle,
-            device,
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn build(
         online_backbone: &ResNet,
         online_head: &ProjectionHead,
         head_cfg: ProjectionHeadConfig,
@@ -186,9 +141,7 @@ impl MomentumEncoder {
         stream: u64,
     ) -> Result<DenseTeacherOutput> {
         let Some(dense_head) = &self.dense_head else {
-            gyre_kernels::candle::bail!(
-                "teacher: no dense head (built with `new`, not `new_dense`)"
-            );
+            gyre_kernels::candle::bail!("teacher: no dense head (built without `online_dense`)");
         };
         let (xin, unperm) = self.shuffled(x, ctx, stream)?;
         let map = self.backbone.forward_dense_t(&xin, true)?.detach();
@@ -257,8 +210,8 @@ mod tests {
         let hc = ProjectionHeadConfig::new(online.feature_dim(), 16, 8);
         let head = ProjectionHead::new(hc, 7, "projector", &dev)?;
         let sched = MomentumSchedule::Constant(0.99);
-        let mut plain = MomentumEncoder::new(&online, &head, hc, sched, 0, false, &dev)?;
-        let mut shuffled = MomentumEncoder::new(&online, &head, hc, sched, 0, true, &dev)?;
+        let mut plain = MomentumEncoder::new(&online, &head, hc, None, sched, 0, false, &dev)?;
+        let mut shuffled = MomentumEncoder::new(&online, &head, hc, None, sched, 0, true, &dev)?;
         let x = Tensor::randn(0f32, 1.0, (4, 1, 12, 12), &dev)?;
         let ctx = StepContext {
             step: 3,

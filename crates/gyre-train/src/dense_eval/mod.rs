@@ -55,40 +55,52 @@ impl FeatureMap {
     /// The map resampled bilinearly (half-pixel centres, PyTorch's `align_corners=False`) to
     /// `out_h × out_w` cells, renormalised.
     pub fn resized(&self, out_h: usize, out_w: usize) -> Self {
-        let my = gyre_encoders::dense::interpolation_matrix(self.h, out_h);
-        let mx = gyre_encoders::dense::interpolation_matrix(self.w, out_w);
-        let c = self.c;
-        let mut data = vec![0f32; out_h * out_w * c];
-        for oy in 0..out_h {
-            for ox in 0..out_w {
-                let dst = &mut data[(oy * out_w + ox) * c..(oy * out_w + ox + 1) * c];
-                for iy in 0..self.h {
-                    let wy = my[oy * self.h + iy];
-                    if wy == 0.0 {
-                        continue;
-                    }
-                    for ix in 0..self.w {
-                        let wx = mx[ox * self.w + ix];
-                        if wx == 0.0 {
-                            continue;
-                        }
-                        let wgt = wy * wx;
-                        for (d, s) in dst.iter_mut().zip(self.cell(iy * self.w + ix)) {
-                            *d += wgt * s;
-                        }
-                    }
-                }
-            }
-        }
-        normalise_rows(&mut data, c);
+        let mut data = resample(&self.data, (self.h, self.w), self.c, (out_h, out_w));
+        normalise_rows(&mut data, self.c);
         Self {
             h: out_h,
             w: out_w,
-            c,
+            c: self.c,
             stride: self.stride * self.w as f32 / out_w as f32,
             data,
         }
     }
+}
+
+/// Bilinear resampling (half-pixel centres, PyTorch's `align_corners=False`) of a cell-major
+/// `[h·w, c]` map to `[out_h·out_w, c]`: feature maps, and the label maps of propagation.
+pub fn resample(
+    data: &[f32],
+    (h, w): (usize, usize),
+    c: usize,
+    (out_h, out_w): (usize, usize),
+) -> Vec<f32> {
+    let my = gyre_encoders::dense::interpolation_matrix(h, out_h);
+    let mx = gyre_encoders::dense::interpolation_matrix(w, out_w);
+    let mut out = vec![0f32; out_h * out_w * c];
+    for oy in 0..out_h {
+        for ox in 0..out_w {
+            let dst = &mut out[(oy * out_w + ox) * c..(oy * out_w + ox + 1) * c];
+            for iy in 0..h {
+                let wy = my[oy * h + iy];
+                if wy == 0.0 {
+                    continue;
+                }
+                for ix in 0..w {
+                    let wx = mx[ox * w + ix];
+                    if wx == 0.0 {
+                        continue;
+                    }
+                    let wgt = wy * wx;
+                    let src = &data[(iy * w + ix) * c..(iy * w + ix + 1) * c];
+                    for (d, v) in dst.iter_mut().zip(src) {
+                        *d += wgt * v;
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Raw pixels as the feature: at every cell of a `stride`-pixel grid, the `patch × patch` RGB

@@ -6,7 +6,7 @@
 //! soft labels. Scored by J: each object's IoU per frame (1 when it is absent from both
 //! truth and prediction), averaged over frames 1..T, then over objects.
 
-use super::FeatureMap;
+use super::{resample, FeatureMap};
 
 /// The protocol's settings; defaults are videowalk's README command.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,75 +38,35 @@ pub fn soft_labels(
     k: usize,
     (h, w): (usize, usize),
 ) -> Vec<f32> {
-    let my = gyre_encoders::dense::interpolation_matrix(height, h);
-    let mx = gyre_encoders::dense::interpolation_matrix(width, w);
-    let mut out = vec![0f32; h * w * k];
-    for oy in 0..h {
-        for iy in 0..height {
-            let wy = my[oy * height + iy];
-            if wy == 0.0 {
-                continue;
-            }
-            for ox in 0..w {
-                for ix in 0..width {
-                    let wx = mx[ox * width + ix];
-                    if wx == 0.0 {
-                        continue;
-                    }
-                    let l = mask[iy * width + ix] as usize;
-                    if l < k {
-                        out[(oy * w + ox) * k + l] += wy * wx;
-                    }
-                }
-            }
+    let mut one_hot = vec![0f32; height * width * k];
+    for (i, &l) in mask.iter().enumerate() {
+        if (l as usize) < k {
+            one_hot[i * k + l as usize] = 1.0;
         }
     }
-    out
+    resample(&one_hot, (height, width), k, (h, w))
 }
 
 /// A label map at pixel resolution: soft labels `[h·w, k]` resized bilinearly to
-/// `height × width`, then the most likely label of each pixel.
+/// `height × width`, then the most likely label of each pixel (the first on ties).
 pub fn hard_labels(
     soft: &[f32],
     (h, w): (usize, usize),
     k: usize,
     (height, width): (usize, usize),
 ) -> Vec<u8> {
-    let my = gyre_encoders::dense::interpolation_matrix(h, height);
-    let mx = gyre_encoders::dense::interpolation_matrix(w, width);
-    let mut out = vec![0u8; height * width];
-    let mut acc = vec![0f32; k];
-    for y in 0..height {
-        for x in 0..width {
-            acc.iter_mut().for_each(|a| *a = 0.0);
-            for iy in 0..h {
-                let wy = my[y * h + iy];
-                if wy == 0.0 {
-                    continue;
-                }
-                for ix in 0..w {
-                    let wx = mx[x * w + ix];
-                    if wx == 0.0 {
-                        continue;
-                    }
-                    for (a, s) in acc
-                        .iter_mut()
-                        .zip(&soft[(iy * w + ix) * k..(iy * w + ix + 1) * k])
-                    {
-                        *a += wy * wx * s;
-                    }
-                }
-            }
+    resample(soft, (h, w), k, (height, width))
+        .chunks(k)
+        .map(|p| {
             let mut best = 0;
-            for (l, &a) in acc.iter().enumerate() {
-                if a > acc[best] {
+            for (l, &a) in p.iter().enumerate() {
+                if a > p[best] {
                     best = l;
                 }
             }
-            out[y * width + x] = best as u8;
-        }
-    }
-    out
+            best as u8
+        })
+        .collect()
 }
 
 /// Propagates `first` (frame 0's label mask, labels `0..k`, at `height × width`) through the

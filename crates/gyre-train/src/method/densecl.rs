@@ -85,14 +85,15 @@ pub struct DenseCl {
 impl DenseCl {
     pub fn new(s: &DenseClSettings, ctx: &BuildContext) -> anyhow::Result<Self> {
         let mut o = Online::new(ctx)?;
-        let dense_cfg = ctx.env.head.projector(o.backbone.feature_dim());
+        // The dense head has the projector's shape, at every cell (DenseCL's neck).
+        let dense_cfg = o.head_cfg;
         let dense_head = DenseHead::new(dense_cfg, ctx.env.seed, "dense_head", ctx.device)?;
         o.params.extend_prefixed("dense_head", dense_head.params());
-        let teacher = MomentumEncoder::new_dense(
+        let teacher = MomentumEncoder::new(
             &o.backbone,
             &o.head,
             o.head_cfg,
-            (&dense_head, dense_cfg),
+            Some((&dense_head, dense_cfg)),
             MomentumSchedule::new(s.momentum, s.momentum_final),
             ctx.env.seed,
             true,
@@ -100,7 +101,7 @@ impl DenseCl {
         )?;
         let d = o.head_cfg.output;
         Ok(Self {
-            queue: FifoBank::with_noise(s.queue, &[d, dense_cfg.output], ctx.env.seed),
+            queue: FifoBank::with_noise(s.queue, &[d, d], ctx.env.seed),
             backbone: o.backbone,
             head: o.head,
             dense_head,

@@ -412,6 +412,7 @@ impl Online {
             &self.backbone,
             &self.head,
             self.head_cfg,
+            None,
             MomentumSchedule::new(momentum, momentum_final),
             ctx.env.seed,
             shuffle,
