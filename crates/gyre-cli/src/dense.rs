@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use gyre_data::scenes::SceneSources;
-use gyre_data::{cifar, dense_gt, fashion_mnist, OnBadSample, Residency};
+use gyre_data::{cifar, dense_gt};
 use gyre_train::dense_eval::protocol::{
     evaluate_homography, evaluate_scenes, evaluate_stereo, FeatureSource, SceneProtocol,
 };
@@ -45,31 +45,15 @@ pub struct DenseArgs {
     pub dense_gt: Option<PathBuf>,
 }
 
-/// The held-out clips' sources: disjoint from what training clips use (test splits).
+/// The held-out clips' sources: disjoint from what training clips use (`embedded`: other images
+/// of the embedded split; a cifar10-jpeg folder: the test splits).
 fn held_out_sources(from: &str) -> anyhow::Result<(SceneSources, String)> {
+    use gyre_train::recipe::ScenesSources;
     if from == "embedded" {
-        let fm = fashion_mnist::embedded()?;
-        // Objects from images 0–4999, grey tiles and backgrounds from 5000–9999.
-        let colour = fm.select(
-            "fashion-mnist-embedded[5000:]",
-            &(5000..10000).collect::<Vec<_>>(),
-        );
-        return Ok((
-            SceneSources::new(fm.head(5000), colour)?,
-            "garments fashion-mnist-embedded[:5000]; tiles and backgrounds fashion-mnist-embedded[5000:] (even / odd)".into(),
-        ));
+        return gyre_train::data_setup::scene_sources(ScenesSources::Embedded, None, true);
     }
-    let root = Path::new(from);
-    let (test, _) = cifar::load_cifar10_jpeg(root, false, OnBadSample::Fail, Residency::Memory)
-        .with_context(|| format!("--scenes-from {from}: a cifar10-jpeg folder or `embedded`"))?;
-    let fm_dir = fashion_mnist::locate(None)?;
-    let garments = fashion_mnist::load_split(&fm_dir, "t10k")?;
-    let desc = format!(
-        "garments fashion-mnist t10k ({}); tiles and backgrounds {} test (even / odd)",
-        fm_dir.display(),
-        root.display()
-    );
-    Ok((SceneSources::new(garments, test)?, desc))
+    gyre_train::data_setup::scene_sources(ScenesSources::Real, Some(Path::new(from)), true)
+        .with_context(|| format!("--scenes-from {from}: a cifar10-jpeg folder or `embedded`"))
 }
 
 pub fn run(

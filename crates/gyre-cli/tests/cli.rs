@@ -267,18 +267,18 @@ fn every_method_recipe_trains_ci_sized() {
         let mut sets = vec![
             "data.kind=fashion-mnist-embedded",
             "data.knn_bank=pretrain",
-            "data.subset=1024",
+            "data.subset=512",
             "train.epochs=2",
-            "train.batch_size=128",
+            "train.batch_size=64",
             "train.log_every=1",
             "eval.knn_k=20",
             "eval.baselines=false",
         ];
         if keys.contains(&"queue") {
-            sets.push("method.queue=1024");
+            sets.push("method.queue=512");
         }
         if keys.contains(&"clusters") {
-            // InterCLR, 1024 images: 10 clusters of ≥ 20, a pool of 200 and 64 negatives;
+            // InterCLR, 512 images: 10 clusters of ≥ 20, a pool of 200 and 64 negatives;
             // k-means after the first epoch, so the second trains with the inter term.
             sets.extend([
                 "method.clusters=10",
@@ -320,10 +320,10 @@ fn every_method_recipe_trains_ci_sized() {
             );
         }
         assert!(losses.iter().all(|l| l.is_finite()), "{method}: {losses:?}");
-        // K = 1024 and 256 keys per step (symmetric MoCo): real keys only from step 4 on.
+        // K = 512 and 128 keys per step (symmetric MoCo): real keys only from step 4 on.
         let from = match method {
             "mocov2" => Some(4),
-            // InterCLR enqueues 128 keys per step: real keys only from step 8 on.
+            // InterCLR enqueues 64 keys per step: real keys only from step 8 on.
             "interclr" => Some(8),
             "byol" | "simsiam" => Some(0),
             _ => None,

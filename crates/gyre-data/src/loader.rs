@@ -3,6 +3,10 @@
 //!
 //! A batch is a pure function of (seed, epoch, step): sample `i` of view `v` is augmented with the
 //! stream `SampleRng(seed, epoch, i, v)`, so thread count and prefetch depth never change a bit.
+//!
+//! A sample is an image ([`Sampling::Images`]: every view is a pipeline applied to it) or a clip
+//! of consecutive images ([`Sampling::Clips`]: view `t` is frame `t`, every frame through the same
+//! pipeline with the same draws, as CRW trains on clips).
 
 use crate::augment::{ViewGeometry, ViewPipeline};
 use crate::dataset::ImageSet;
@@ -21,12 +25,24 @@ pub struct LoaderConfig {
     pub prefetch: usize,
 }
 
+/// What one sample of a batch is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sampling {
+    /// Sample `i` is image `i`; view `v` is pipeline `v` applied to it.
+    #[default]
+    Images,
+    /// Sample `i` is clip `i`: the images `i·frames .. (i+1)·frames` (a set of whole clips, frame
+    /// by frame). One pipeline, applied to every frame with the clip's draws (the same crop, flip
+    /// and colour: stream `SampleRng(seed, epoch, i, 0)`), so view `t` is frame `t`.
+    Clips { frames: usize },
+}
+
 /// One batch: every view of the same samples, as `[B, C, H, W]` row-major f32.
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub epoch: u64,
     pub step: usize,
-    /// Dataset indices of the samples.
+    /// Dataset indices of the samples (clip indices under [`Sampling::Clips`]).
     pub indices: Vec<usize>,
     pub labels: Option<Vec<u32>>,
     /// One buffer per view.
@@ -53,6 +69,7 @@ pub struct Loader {
     data: Arc<ImageSet>,
     views: Arc<Vec<ViewPipeline>>,
     cfg: LoaderConfig,
+    sampling: Sampling,
 }
 
 impl Loader {
@@ -79,11 +96,57 @@ impl Loader {
             data,
             views: Arc::new(views),
             cfg,
+            sampling: Sampling::Images,
         })
     }
 
+    /// The same loader with samples of another kind. Clips need exactly one pipeline, a set that
+    /// is a whole number of clips, and at least one batch of clips.
+    pub fn with_sampling(mut self, sampling: Sampling) -> Result<Self, DataError> {
+        if let Sampling::Clips { frames } = sampling {
+            let name = &self.data.name;
+            if frames == 0 || !self.data.len().is_multiple_of(frames) {
+                return Err(DataError::Loader(format!(
+                    "{name}: {} images is not a whole number of {frames}-frame clips",
+                    self.data.len()
+                )));
+            }
+            if self.views.len() != 1 {
+                return Err(DataError::Loader(format!(
+                    "clip samples take one augmentation pipeline for every frame, not {}",
+                    self.views.len()
+                )));
+            }
+            if self.data.len() / frames < self.cfg.batch_size {
+                return Err(DataError::Loader(format!(
+                    "{name} has {} clips, fewer than one batch of {}",
+                    self.data.len() / frames,
+                    self.cfg.batch_size
+                )));
+            }
+        }
+        self.sampling = sampling;
+        Ok(self)
+    }
+
+    /// Samples per epoch: images, or clips.
+    pub fn samples(&self) -> usize {
+        match self.sampling {
+            Sampling::Images => self.data.len(),
+            Sampling::Clips { frames } => self.data.len() / frames,
+        }
+    }
+
+    /// Views of every sample: the pipelines, or the frames of a clip.
+    pub fn views_per_sample(&self) -> usize {
+        match self.sampling {
+            Sampling::Images => self.views.len(),
+            Sampling::Clips { frames } => frames,
+        }
+    }
+
     pub fn batches_per_epoch(&self) -> usize {
-        self.data.len() / self.cfg.batch_size
+        self.samples() / self.cfg.batch_size
     }
 
     pub fn dataset(&self) -> &ImageSet {
@@ -96,6 +159,9 @@ impl Loader {
     pub fn build(&self, epoch: u64, step: usize, perm: &[usize]) -> Result<Batch, DataError> {
         let b = self.cfg.batch_size;
         let indices: Vec<usize> = perm[step * b..(step + 1) * b].to_vec();
+        if let Sampling::Clips { frames } = self.sampling {
+            return self.build_clips(epoch, step, indices, frames);
+        }
         let d = &*self.data;
         let dims = (d.height, d.width, d.channels);
         let images: Vec<std::borrow::Cow<'_, [u8]>> = indices
@@ -133,10 +199,55 @@ impl Loader {
         })
     }
 
+    /// A batch of clips: frame `t` of every clip is view `t`, all frames of a clip through the
+    /// one pipeline with the clip's stream (reset for every frame, so the draws are the same).
+    fn build_clips(
+        &self,
+        epoch: u64,
+        step: usize,
+        indices: Vec<usize>,
+        frames: usize,
+    ) -> Result<Batch, DataError> {
+        let b = indices.len();
+        let d = &*self.data;
+        let dims = (d.height, d.width, d.channels);
+        let pipe = &self.views[0];
+        let per = pipe.out_len(d.channels);
+        let s = pipe.config().size;
+        let mut views = Vec::with_capacity(frames);
+        let mut geometry = Vec::with_capacity(frames);
+        for t in 0..frames {
+            let images: Vec<std::borrow::Cow<'_, [u8]>> = indices
+                .par_iter()
+                .map(|&c| d.image(c * frames + t))
+                .collect::<Result<_, _>>()?;
+            let mut out = vec![0f32; b * per];
+            let geo: Vec<ViewGeometry> = out
+                .par_chunks_mut(per)
+                .zip(indices.par_iter().zip(images.par_iter()))
+                .map_init(Vec::new, |scratch, (dst, (&c, img))| {
+                    let mut rng = SampleRng::new(self.cfg.seed, epoch, c as u64, 0);
+                    pipe.apply(img, dims, &mut rng, dst, scratch)
+                })
+                .collect();
+            views.push(out);
+            geometry.push(geo);
+        }
+        Ok(Batch {
+            epoch,
+            step,
+            indices,
+            labels: None,
+            views,
+            view_shapes: vec![(d.channels, s, s); frames],
+            geometry,
+        })
+    }
+
     /// The batches of `epoch` from `start_step` on, built `prefetch` ahead on a background thread.
     /// After an error the epoch ends.
     pub fn epoch(&self, epoch: u64, start_step: usize) -> EpochIter {
-        let perm = Arc::new(epoch_permutation(self.cfg.seed, epoch, self.data.len()));
+        let perm = Arc::new(epoch_permutation(self.cfg.seed, epoch, self.samples()));
         let n = self.batches_per_epoch();
         if self.cfg.prefetch == 0 {
             return EpochIter {
@@ -317,5 +428,82 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.to_string().contains("fewer than one batch of 100"));
+    }
+
+    /// 16 clips of 4 frames: frames 0 and 2 of every clip are the same image, 1 and 3 differ.
+    fn clips() -> Arc<ImageSet> {
+        let per = 12 * 12 * 3;
+        let mut px = Vec::with_capacity(64 * per);
+        for c in 0..16usize {
+            for t in 0..4usize {
+                let key = if t == 2 { 0 } else { t };
+                px.extend((0..per).map(|i| ((i * 37 + c * 11 + key * 101) % 256) as u8));
+            }
+        }
+        Arc::new(ImageSet::new("clips", (12, 12, 3), px, None, vec![]).unwrap())
+    }
+
+    fn clip_loader(views: usize) -> Result<Loader, DataError> {
+        let v = ViewPipeline::new(strong(), &[0.5; 3], &[0.25; 3]).unwrap();
+        Loader::new(
+            clips(),
+            vec![v; views],
+            LoaderConfig {
+                batch_size: 4,
+                seed: 3,
+                prefetch: 0,
+            },
+        )?
+        .with_sampling(Sampling::Clips { frames: 4 })
+    }
+
+    #[test]
+    fn clip_samples_are_frames_with_one_draw() {
+        let l = clip_loader(1).unwrap();
+        assert_eq!((l.samples(), l.batches_per_epoch(), l.views_per_sample()), (16, 4, 4));
+        let batches: Vec<Batch> = l.epoch(0, 0).map(Result::unwrap).collect();
+        let mut seen: Vec<usize> = batches.iter().flat_map(|b| b.indices.clone()).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..16).collect::<Vec<_>>());
+        let b = &batches[0];
+        assert_eq!(b.views.len(), 4);
+        assert_eq!(b.view_shapes, vec![(3, 10, 10); 4]);
+        // The same frame twice in a clip gives the same view (one draw for the clip) …
+        assert_eq!(b.views[0], b.views[2]);
+        assert_ne!(b.views[0], b.views[1]);
+        // … with the same crop and flip for every frame, and different ones across clips.
+        for t in 1..4 {
+            assert_eq!(b.geometry[t], b.geometry[0]);
+        }
+        assert_ne!(b.geometry[0][0], b.geometry[0][1]);
+        // The same as building it again.
+        let again = l.epoch(0, 0).next().unwrap().unwrap();
+        assert_eq!(again.views, b.views);
+    }
+
+    #[test]
+    fn clip_sampling_refuses_what_does_not_fit() {
+        let e = clip_loader(2).err().unwrap().to_string();
+        assert!(e.contains("one augmentation pipeline"), "{e}");
+        let v = ViewPipeline::new(strong(), &[0.5; 3], &[0.25; 3]).unwrap();
+        let cfg = LoaderConfig {
+            batch_size: 4,
+            seed: 3,
+            prefetch: 0,
+        };
+        let e = Loader::new(clips(), vec![v.clone()], cfg)
+            .unwrap()
+            .with_sampling(Sampling::Clips { frames: 5 })
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not a whole number of 5-frame clips"), "{e}");
+        let e = Loader::new(clips(), vec![v], LoaderConfig { batch_size: 32, ..cfg })
+            .unwrap()
+            .with_sampling(Sampling::Clips { frames: 4 })
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("16 clips, fewer than one batch of 32"), "{e}");
     }
 }

@@ -32,6 +32,10 @@ pub enum DataKind {
     /// Your own images: `root/<class>/<image>` (or `root/train/…` and `root/test/…`), or any
     /// folder of images with `labelled = false`.
     ImageFolder,
+    /// Moving-object clips rendered from real images (`[data.scenes]`, [`gyre_data::scenes`]):
+    /// the training clips' frames, clip by clip, unlabelled (their masks and flow are for the
+    /// dense evaluations only; the kNN monitor is off).
+    Scenes,
 }
 
 impl DataKind {
@@ -39,7 +43,9 @@ impl DataKind {
     pub fn channels(self) -> Option<usize> {
         match self {
             DataKind::FashionMnistEmbedded | DataKind::FashionMnist => Some(1),
-            DataKind::Cifar10 | DataKind::Cifar100 | DataKind::Cifar10Jpeg => Some(3),
+            DataKind::Cifar10 | DataKind::Cifar100 | DataKind::Cifar10Jpeg | DataKind::Scenes => {
+                Some(3)
+            }
             DataKind::ImageFolder => None,
         }
     }
@@ -95,6 +101,56 @@ pub struct DataConfig {
     /// The `auto` residency's budget for one split's decoded images, in MB (2^20 bytes).
     #[serde(default = "d_budget")]
     pub memory_budget_mb: u64,
+    /// `kind = "scenes"`: where the clips' objects and backgrounds come from, how many, and how
+    /// they are drawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenes: Option<ScenesConfig>,
+}
+
+/// `[data.scenes]`: the training clips of `kind = "scenes"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenesConfig {
+    /// `embedded`: the embedded Fashion-MNIST split (garments 0–3999, grey tiles and backgrounds
+    /// 4000–7999; held-out clips use 8000–9999); `real`: Fashion-MNIST's training split as
+    /// garments, cifar10-jpeg's training split (`data.root`, else searched) as tiles and
+    /// backgrounds (held-out clips use the test splits).
+    #[serde(default)]
+    pub sources: ScenesSources,
+    /// Training clips (frames in all: `clips × clip.frames`).
+    #[serde(default = "d_clips")]
+    pub clips: usize,
+    /// The seed the clips are drawn with (not the run's seed: every seed of a row trains on the
+    /// same clips).
+    #[serde(default)]
+    pub seed: u64,
+    /// How each clip is drawn: frame size, frames, objects, motion ([`gyre_data::scenes::SceneConfig`]).
+    #[serde(default)]
+    pub clip: gyre_data::scenes::SceneConfig,
+}
+
+impl Default for ScenesConfig {
+    fn default() -> Self {
+        Self {
+            sources: ScenesSources::default(),
+            clips: d_clips(),
+            seed: 0,
+            clip: Default::default(),
+        }
+    }
+}
+
+/// `data.scenes.sources`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScenesSources {
+    #[default]
+    Embedded,
+    Real,
+}
+
+fn d_clips() -> usize {
+    1000
 }
 
 /// `data.residency`.

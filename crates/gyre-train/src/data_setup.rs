@@ -1,11 +1,14 @@
 //! Turns a recipe's `[data]` section into the pretraining set, the kNN bank and the kNN queries.
 
-use crate::recipe::{DataKind, KnnBank, Recipe};
+use crate::recipe::{DataKind, KnnBank, Recipe, ScenesConfig, ScenesSources};
 use anyhow::Context;
 use gyre_data::cifar::{self, Cifar};
+use gyre_data::scenes::{self, SceneSources};
 use gyre_data::{
     fashion_mnist, load_image_folder, load_train_test_folders, FolderOptions, ImageSet, LoadReport,
+    OnBadSample, Residency,
 };
+use std::path::Path;
 use std::sync::Arc;
 
 /// The image sets a run needs, and how to normalise them.
@@ -25,6 +28,75 @@ pub struct RunData {
     pub normalisation: String,
     /// Samples skipped under `on_bad_sample = "skip"`, grey images converted, warnings.
     pub report: LoadReport,
+    /// `Some(T)` when the pretraining set is whole clips of `T` frames, clip by clip (scenes).
+    pub clip_frames: Option<usize>,
+}
+
+/// The embedded split's images each scene split draws on: (garments, tiles and backgrounds).
+const EMBEDDED_SCENES_TRAIN: [std::ops::Range<usize>; 2] = [0..4000, 4000..8000];
+const EMBEDDED_SCENES_HELD_OUT: [std::ops::Range<usize>; 2] = [8000..9000, 9000..10000];
+
+/// The object and background images of training (`held_out = false`) or held-out scene clips,
+/// disjoint between the two, and a line saying what they are. `root`: the cifar10-jpeg folder
+/// for `real` sources (else searched).
+pub fn scene_sources(
+    sources: ScenesSources,
+    root: Option<&Path>,
+    held_out: bool,
+) -> anyhow::Result<(SceneSources, String)> {
+    match sources {
+        ScenesSources::Embedded => {
+            let fm = fashion_mnist::embedded()?;
+            let [g, c] = if held_out {
+                EMBEDDED_SCENES_HELD_OUT
+            } else {
+                EMBEDDED_SCENES_TRAIN
+            };
+            let name = |r: &std::ops::Range<usize>| format!("fashion-mnist-embedded[{}:{}]", r.start, r.end);
+            let desc = format!(
+                "garments {}; grey tiles and backgrounds {} (even / odd)",
+                name(&g),
+                name(&c)
+            );
+            let garments = fm.select(name(&g), &g.clone().collect::<Vec<_>>());
+            let colour = fm.select(name(&c), &c.clone().collect::<Vec<_>>());
+            Ok((SceneSources::new(garments, colour)?, desc))
+        }
+        ScenesSources::Real => {
+            let dir = cifar::locate("cifar10-jpeg", root)?;
+            let (colour, _) =
+                cifar::load_cifar10_jpeg(&dir, !held_out, OnBadSample::Fail, Residency::Memory)
+                    .with_context(|| format!("loading cifar10-jpeg from {}", dir.display()))?;
+            let fm_dir = fashion_mnist::locate(None)?;
+            let split = if held_out { "t10k" } else { "train" };
+            let garments = fashion_mnist::load_split(&fm_dir, split)
+                .with_context(|| format!("loading Fashion-MNIST from {}", fm_dir.display()))?;
+            let desc = format!(
+                "garments fashion-mnist {split} ({}); tiles and backgrounds {} {} (even / odd)",
+                fm_dir.display(),
+                dir.display(),
+                if held_out { "test" } else { "train" }
+            );
+            Ok((SceneSources::new(garments, colour)?, desc))
+        }
+    }
+}
+
+/// The training clips' frames as one unlabelled set, clip by clip.
+fn scene_frames(cfg: &ScenesConfig, root: Option<&Path>) -> anyhow::Result<ImageSet> {
+    let (sources, desc) = scene_sources(cfg.sources, root, false)?;
+    let clips = scenes::generate(&cfg.clip, &sources, cfg.seed, scenes::TRAIN_SPLIT, 0..cfg.clips as u64)
+        .map_err(|e| anyhow::anyhow!("data.scenes.clip: {e}"))?;
+    let s = cfg.clip.size;
+    let mut pixels = Vec::with_capacity(cfg.clips * cfg.clip.frames * s * s * 3);
+    for c in &clips {
+        pixels.extend_from_slice(&c.pixels);
+    }
+    let name = format!(
+        "scenes[{} clips × {} frames, {s} px; {desc}]",
+        cfg.clips, cfg.clip.frames
+    );
+    Ok(ImageSet::new(name, (s, s, 3), pixels, None, vec![])?)
 }
 
 /// Images an image folder's normalisation is computed from (evenly spread over the set).
@@ -40,7 +112,7 @@ pub fn published_normalisation(kind: DataKind) -> Option<(Vec<f32>, Vec<f32>)> {
             Some((cifar::CIFAR10_MEAN.to_vec(), cifar::CIFAR10_STD.to_vec()))
         }
         DataKind::Cifar100 => Some((cifar::CIFAR100_MEAN.to_vec(), cifar::CIFAR100_STD.to_vec())),
-        DataKind::ImageFolder => None,
+        DataKind::ImageFolder | DataKind::Scenes => None,
     }
 }
 
@@ -91,6 +163,7 @@ pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
     };
     // Class-sorted sources take their subset interleaved across classes.
     let mut sorted_by_class = false;
+    let mut clip_frames = None;
     let (train, test, dataset) = match d.kind {
         DataKind::FashionMnistEmbedded => {
             let all = fashion_mnist::embedded()?;
@@ -165,6 +238,11 @@ pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
                 (train, None, "image-folder")
             }
         }
+        DataKind::Scenes => {
+            let cfg = d.scenes.clone().unwrap_or_default();
+            clip_frames = Some(cfg.clip.frames);
+            (scene_frames(&cfg, d.root.as_deref())?, None, "scenes")
+        }
     };
     let train = Arc::new(train);
     let pretrain = match d.subset {
@@ -230,6 +308,7 @@ pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
         std,
         normalisation,
         report,
+        clip_frames,
     })
 }
 

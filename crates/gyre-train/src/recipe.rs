@@ -607,6 +607,39 @@ impl Recipe {
         if self.data.subset == Some(0) {
             return bad("data.subset", "must be positive".into());
         }
+        match (&self.data.scenes, self.data.kind) {
+            (Some(_), k) if k != DataKind::Scenes => {
+                return bad("data.scenes", "only kind = \"scenes\" reads it".into())
+            }
+            (Some(sc), _) => {
+                if sc.clips == 0 {
+                    return bad("data.scenes.clips", "must be positive".into());
+                }
+                if sc.clips > MAX_ROWS {
+                    return bad("data.scenes.clips", format!("must be at most {MAX_ROWS}, got {}", sc.clips));
+                }
+                match sc.clip.validate() {
+                    Err(gyre_data::DataError::Scene { field, problem }) => {
+                        return bad(&format!("data.scenes.clip.{field}"), problem)
+                    }
+                    Err(e) => return bad("data.scenes.clip", e.to_string()),
+                    Ok(()) => {}
+                }
+                if sc.sources == ScenesSources::Embedded && self.data.root.is_some() {
+                    return bad(
+                        "data.root",
+                        "embedded scene sources have no root; use data.scenes.sources = \"real\"".into(),
+                    );
+                }
+            }
+            _ => {}
+        }
+        if self.data.kind == DataKind::Scenes && self.data.subset.is_some() {
+            return bad(
+                "data.subset",
+                "scenes are whole clips; set data.scenes.clips instead".into(),
+            );
+        }
         if self.data.kind == DataKind::FashionMnistEmbedded && self.data.root.is_some() {
             return bad(
                 "data.root",

@@ -17,7 +17,7 @@ use crate::recipe::Recipe;
 use crate::schedule::LrSchedule;
 use crate::step::StepContext;
 use anyhow::Context;
-use gyre_data::{Loader, LoaderConfig, ViewPipeline};
+use gyre_data::{Loader, LoaderConfig, Sampling, ViewPipeline};
 use gyre_kernels::{Device, Tensor};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -168,7 +168,7 @@ impl Trainer {
             .iter()
             .map(|v| ViewPipeline::new(recipe.augment[v].clone(), &data.mean, &data.std))
             .collect::<Result<Vec<_>, _>>()?;
-        let loader = Loader::new(
+        let mut loader = Loader::new(
             data.pretrain.clone(),
             views,
             LoaderConfig {
@@ -177,6 +177,18 @@ impl Trainer {
                 prefetch: recipe.data.prefetch,
             },
         )?;
+        if recipe.method.entry().is_some_and(|e| e.clips) {
+            let frames = data.clip_frames.with_context(|| {
+                format!(
+                    "method.name: {} trains on clips; data.kind {:?} has none (use \"scenes\")",
+                    recipe.method.name(),
+                    recipe.data.kind
+                )
+            })?;
+            loader = loader
+                .with_sampling(Sampling::Clips { frames })
+                .with_context(|| format!("data: {}", data.pretrain.name))?;
+        }
         let steps_per_epoch = loader.batches_per_epoch() as u64;
         let o = &recipe.optim;
         let schedule = LrSchedule {
@@ -340,7 +352,7 @@ impl Trainer {
         let log_every = self.recipe.train.log_every as u64;
         let steps_per_epoch = self.steps_per_epoch();
         let total_steps = self.total_steps();
-        let images = self.recipe.train.batch_size * self.recipe.method.views.len();
+        let images = self.recipe.train.batch_size * self.loader.views_per_sample();
         let start_step = self.position.step;
         let (start_epoch, start_epoch_step) = (self.position.epoch, self.position.epoch_step);
         let mut train_secs = 0f64;

@@ -122,6 +122,9 @@ pub trait MethodSettings: Serialize + DeserializeOwned + 'static {
     const NAME: &'static str;
     /// How many views the step takes, and what they are (for messages).
     const VIEWS: (usize, &'static str) = (2, "two views of each image");
+    /// Whether a sample is a clip (view `t` = frame `t`, one augmentation for the clip; the data
+    /// must be whole clips, as `kind = "scenes"`) rather than an image.
+    const CLIPS: bool = false;
     /// Fills the defaults that depend on the rest of the recipe (`head.hidden`, …).
     fn resolve(&mut self, _env: &MethodEnv) {}
     /// Checks the (resolved) values against the rest of the recipe.
@@ -135,6 +138,8 @@ pub struct MethodEntry {
     pub name: &'static str,
     /// How many views the step takes, and what they are.
     pub views: (usize, &'static str),
+    /// Whether its samples are clips ([`MethodSettings::CLIPS`]).
+    pub clips: bool,
     /// The `[method]` keys it reads (besides `name` and `views`).
     pub keys: fn() -> &'static [&'static str],
     resolve: fn(&toml::Table, &MethodEnv) -> std::result::Result<toml::Table, SettingsError>,
@@ -167,6 +172,7 @@ pub const fn entry<S: MethodSettings>() -> MethodEntry {
     MethodEntry {
         name: S::NAME,
         views: S::VIEWS,
+        clips: S::CLIPS,
         keys: settings_keys::<S>,
         resolve: resolve_settings::<S>,
         build: build_from::<S>,
