@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="$1"
 shift
-gyre=target/release/gyre
+gyre="${GYRE:-target/release/gyre}"
 cifar="${CIFAR10_JPEG_DIR:-../shared/data/cifar10-jpeg}"
 mkdir -p "$out"
 for spec in "$@"; do
