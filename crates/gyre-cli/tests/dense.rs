@@ -138,3 +138,145 @@ fn bad_dense_eval_input_is_a_one_line_error() {
     );
     assert_clean_error(&out, "resnet7");
 }
+
+/// Every `recipes/*_scenes.toml` trains CI-sized on embedded-source clips (a clip method on
+/// clips of 8 frames), and `eval --dense` scores its checkpoint; every clip method of the
+/// registry has such a recipe; a clip method on images and IRC on a clip method are refused.
+#[test]
+fn every_scene_recipe_trains_ci_sized_and_scores_dense() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tmp("dense-scenes");
+    let mut recipes: Vec<_> = std::fs::read_dir(root.join("recipes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with("_scenes.toml"))
+        .collect();
+    recipes.sort();
+    let mut methods = Vec::new();
+    for recipe in &recipes {
+        let name = recipe.file_stem().unwrap().to_string_lossy().to_string();
+        let method = name.split('_').next().unwrap().to_string();
+        let entry = gyre_train::method::lookup(&method).unwrap();
+        let clips = entry.clips.is_some();
+        let run = dir.join(&name);
+        let batch = if clips {
+            "train.batch_size=2"
+        } else {
+            "train.batch_size=8"
+        };
+        let mut args = vec![
+            "train",
+            "--quiet",
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--run-dir",
+            run.to_str().unwrap(),
+        ];
+        let mut sets = vec![
+            "data.scenes.sources=embedded",
+            "data.scenes.clips=16",
+            "train.epochs=1",
+            "train.log_every=1",
+            batch,
+        ];
+        if (entry.keys)().contains(&"queue") {
+            sets.push("method.queue=256");
+        }
+        for s in &sets {
+            args.extend(["--set", s]);
+        }
+        let out = gyre(&args, &dir);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        let losses: Vec<f64> = metrics
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["kind"] == "step")
+            .map(|l| l["loss"].as_f64().unwrap())
+            .collect();
+        // 16 clips: 8 steps of 2 clips, or 128 frames in 16 steps of 8.
+        assert_eq!(
+            losses.len(),
+            if clips { 8 } else { 16 },
+            "{name}: {metrics}"
+        );
+        assert!(losses.iter().all(|l| l.is_finite()), "{name}: {losses:?}");
+        let summary: serde_json::Value = serde_json::from_slice(
+            out.stdout
+                .trim_ascii_end()
+                .rsplit(|&b| b == b'\n')
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            summary["knn_top1"].is_null(),
+            "unlabelled frames: {summary}"
+        );
+        let rows = json_lines(&gyre(
+            &[
+                "eval",
+                "--dense",
+                "--checkpoint",
+                run.to_str().unwrap(),
+                "--clips",
+                "2",
+            ],
+            &dir,
+        ));
+        assert_eq!(rows.len(), 3, "{name}: {rows:?}");
+        let pck = rows[0]["pck"].as_array().unwrap();
+        assert!(pck
+            .iter()
+            .all(|p| (0.0..=1.0).contains(&p.as_f64().unwrap())));
+        assert!((0.0..=1.0).contains(&rows[2]["j_mean"].as_f64().unwrap()));
+        eprintln!(
+            "{name}: loss {:.4} → {:.4}, {}",
+            losses[0],
+            losses[losses.len() - 1],
+            rows[2]["j_mean"]
+        );
+        methods.push(method);
+    }
+    for e in gyre_train::method::REGISTRY
+        .iter()
+        .filter(|e| e.clips.is_some())
+    {
+        assert!(
+            methods.iter().any(|m| m == e.name),
+            "no scenes recipe for {}",
+            e.name
+        );
+    }
+    // A clip method needs clips; IRC needs a pair of views.
+    let crw = root.join("recipes/crw_resnet-mini_scenes.toml");
+    let text = std::fs::read_to_string(&crw).unwrap();
+    let scenes = "[data]\nkind = \"scenes\"\n\n[data.scenes]\nsources = \"real\"\nclips = 1000\n";
+    assert!(text.contains(scenes));
+    let on_images = dir.join("crw-images.toml");
+    std::fs::write(
+        &on_images,
+        text.replace(scenes, "[data]\nkind = \"fashion-mnist-embedded\"\n"),
+    )
+    .unwrap();
+    let dry = |recipe: &Path, extra: &[&str]| {
+        let mut a = vec!["train", "--dry-run", "--recipe", recipe.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        gyre(&a, &dir)
+    };
+    assert_clean_error(&dry(&on_images, &[]), "data.kind: crw trains on clips");
+    assert_clean_error(
+        &dry(&crw, &["--set", "data.kind=fashion-mnist-embedded"]),
+        "data.scenes: only kind = \"scenes\" reads it",
+    );
+    let overlay = root.join("recipes/overlays/irc.toml");
+    assert_clean_error(
+        &dry(&crw, &["--overlay", overlay.to_str().unwrap()]),
+        "irc: crw trains on clips",
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

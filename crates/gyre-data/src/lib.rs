@@ -24,5 +24,5 @@ pub use bad_sample::{BadSamples, LoadReport, OnBadSample};
 pub use dataset::{ImageSet, LazySource};
 pub use error::DataError;
 pub use image_folder::{load_image_folder, load_train_test_folders, FolderOptions, Residency};
-pub use loader::{Batch, Loader, LoaderConfig, Sampling};
+pub use loader::{Batch, ClipDraws, Loader, LoaderConfig, Sampling};
 pub use rng::SampleRng;

@@ -6,7 +6,7 @@
 //!
 //! A sample is an image ([`Sampling::Images`]: every view is a pipeline applied to it) or a clip
 //! of consecutive images ([`Sampling::Clips`]: view `t` is frame `t`, every frame through the same
-//! pipeline with the same draws, as CRW trains on clips).
+//! pipeline, with one draw for the clip or one per frame).
 
 use crate::augment::{ViewGeometry, ViewPipeline};
 use crate::dataset::ImageSet;
@@ -32,9 +32,18 @@ pub enum Sampling {
     #[default]
     Images,
     /// Sample `i` is clip `i`: the images `i·frames .. (i+1)·frames` (a set of whole clips, frame
-    /// by frame). One pipeline, applied to every frame with the clip's draws (the same crop, flip
-    /// and colour: stream `SampleRng(seed, epoch, i, 0)`), so view `t` is frame `t`.
-    Clips { frames: usize },
+    /// by frame), through one pipeline, so view `t` is frame `t`.
+    Clips { frames: usize, draws: ClipDraws },
+}
+
+/// How the frames of a clip sample draw their augmentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClipDraws {
+    /// The same crop, flip and colour for every frame: stream `SampleRng(seed, epoch, i, 0)`.
+    PerClip,
+    /// Frame `t` draws its own from `SampleRng(seed, epoch, i, t)` (a crop that jitters from
+    /// frame to frame, so a feature cannot find its way back by its position in the frame).
+    PerFrame,
 }
 
 /// One batch: every view of the same samples, as `[B, C, H, W]` row-major f32.
@@ -103,7 +112,7 @@ impl Loader {
     /// The same loader with samples of another kind. Clips need exactly one pipeline, a set that
     /// is a whole number of clips, and at least one batch of clips.
     pub fn with_sampling(mut self, sampling: Sampling) -> Result<Self, DataError> {
-        if let Sampling::Clips { frames } = sampling {
+        if let Sampling::Clips { frames, .. } = sampling {
             let name = &self.data.name;
             if frames == 0 || !self.data.len().is_multiple_of(frames) {
                 return Err(DataError::Loader(format!(
@@ -133,7 +142,7 @@ impl Loader {
     pub fn samples(&self) -> usize {
         match self.sampling {
             Sampling::Images => self.data.len(),
-            Sampling::Clips { frames } => self.data.len() / frames,
+            Sampling::Clips { frames, .. } => self.data.len() / frames,
         }
     }
 
@@ -141,7 +150,7 @@ impl Loader {
     pub fn views_per_sample(&self) -> usize {
         match self.sampling {
             Sampling::Images => self.views.len(),
-            Sampling::Clips { frames } => frames,
+            Sampling::Clips { frames, .. } => frames,
         }
     }
 
@@ -159,8 +168,8 @@ impl Loader {
     pub fn build(&self, epoch: u64, step: usize, perm: &[usize]) -> Result<Batch, DataError> {
         let b = self.cfg.batch_size;
         let indices: Vec<usize> = perm[step * b..(step + 1) * b].to_vec();
-        if let Sampling::Clips { frames } = self.sampling {
-            return self.build_clips(epoch, step, indices, frames);
+        if let Sampling::Clips { frames, draws } = self.sampling {
+            return self.build_clips(epoch, step, indices, frames, draws);
         }
         let d = &*self.data;
         let dims = (d.height, d.width, d.channels);
@@ -200,13 +209,15 @@ impl Loader {
     }
 
     /// A batch of clips: frame `t` of every clip is view `t`, all frames of a clip through the
-    /// one pipeline with the clip's stream (reset for every frame, so the draws are the same).
+    /// one pipeline with the clip's stream (a fresh copy for every frame, so the draws are the
+    /// same) or with each frame's own.
     fn build_clips(
         &self,
         epoch: u64,
         step: usize,
         indices: Vec<usize>,
         frames: usize,
+        draws: ClipDraws,
     ) -> Result<Batch, DataError> {
         let b = indices.len();
         let d = &*self.data;
@@ -226,7 +237,11 @@ impl Loader {
                 .par_chunks_mut(per)
                 .zip(indices.par_iter().zip(images.par_iter()))
                 .map_init(Vec::new, |scratch, (dst, (&c, img))| {
-                    let mut rng = SampleRng::new(self.cfg.seed, epoch, c as u64, 0);
+                    let stream = match draws {
+                        ClipDraws::PerClip => 0,
+                        ClipDraws::PerFrame => t as u64,
+                    };
+                    let mut rng = SampleRng::new(self.cfg.seed, epoch, c as u64, stream);
                     pipe.apply(img, dims, &mut rng, dst, scratch)
                 })
                 .collect();
@@ -443,7 +458,7 @@ mod tests {
         Arc::new(ImageSet::new("clips", (12, 12, 3), px, None, vec![]).unwrap())
     }
 
-    fn clip_loader(views: usize) -> Result<Loader, DataError> {
+    fn clip_loader(views: usize, draws: ClipDraws) -> Result<Loader, DataError> {
         let v = ViewPipeline::new(strong(), &[0.5; 3], &[0.25; 3]).unwrap();
         Loader::new(
             clips(),
@@ -454,13 +469,16 @@ mod tests {
                 prefetch: 0,
             },
         )?
-        .with_sampling(Sampling::Clips { frames: 4 })
+        .with_sampling(Sampling::Clips { frames: 4, draws })
     }
 
     #[test]
     fn clip_samples_are_frames_with_one_draw() {
-        let l = clip_loader(1).unwrap();
-        assert_eq!((l.samples(), l.batches_per_epoch(), l.views_per_sample()), (16, 4, 4));
+        let l = clip_loader(1, ClipDraws::PerClip).unwrap();
+        assert_eq!(
+            (l.samples(), l.batches_per_epoch(), l.views_per_sample()),
+            (16, 4, 4)
+        );
         let batches: Vec<Batch> = l.epoch(0, 0).map(Result::unwrap).collect();
         let mut seen: Vec<usize> = batches.iter().flat_map(|b| b.indices.clone()).collect();
         seen.sort_unstable();
@@ -479,11 +497,24 @@ mod tests {
         // The same as building it again.
         let again = l.epoch(0, 0).next().unwrap().unwrap();
         assert_eq!(again.views, b.views);
+        // Per-frame draws: the same clips, each frame with its own crop.
+        let l = clip_loader(1, ClipDraws::PerFrame).unwrap();
+        let p = l.epoch(0, 0).next().unwrap().unwrap();
+        assert_eq!(p.indices, b.indices);
+        assert_eq!(
+            p.geometry[0], b.geometry[0],
+            "frame 0 draws as the whole clip did"
+        );
+        assert_ne!(p.geometry[1], p.geometry[0]);
+        assert_ne!(p.views[2], p.views[0]);
     }
 
     #[test]
     fn clip_sampling_refuses_what_does_not_fit() {
-        let e = clip_loader(2).err().unwrap().to_string();
+        let e = clip_loader(2, ClipDraws::PerClip)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("one augmentation pipeline"), "{e}");
         let v = ViewPipeline::new(strong(), &[0.5; 3], &[0.25; 3]).unwrap();
         let cfg = LoaderConfig {
@@ -493,17 +524,30 @@ mod tests {
         };
         let e = Loader::new(clips(), vec![v.clone()], cfg)
             .unwrap()
-            .with_sampling(Sampling::Clips { frames: 5 })
+            .with_sampling(Sampling::Clips {
+                frames: 5,
+                draws: ClipDraws::PerClip,
+            })
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("not a whole number of 5-frame clips"), "{e}");
-        let e = Loader::new(clips(), vec![v], LoaderConfig { batch_size: 32, ..cfg })
-            .unwrap()
-            .with_sampling(Sampling::Clips { frames: 4 })
-            .err()
-            .unwrap()
-            .to_string();
+        let e = Loader::new(
+            clips(),
+            vec![v],
+            LoaderConfig {
+                batch_size: 32,
+                ..cfg
+            },
+        )
+        .unwrap()
+        .with_sampling(Sampling::Clips {
+            frames: 4,
+            draws: ClipDraws::PerClip,
+        })
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains("16 clips, fewer than one batch of 32"), "{e}");
     }
 }

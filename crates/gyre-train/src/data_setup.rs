@@ -52,7 +52,9 @@ pub fn scene_sources(
             } else {
                 EMBEDDED_SCENES_TRAIN
             };
-            let name = |r: &std::ops::Range<usize>| format!("fashion-mnist-embedded[{}:{}]", r.start, r.end);
+            let name = |r: &std::ops::Range<usize>| {
+                format!("fashion-mnist-embedded[{}:{}]", r.start, r.end)
+            };
             let desc = format!(
                 "garments {}; grey tiles and backgrounds {} (even / odd)",
                 name(&g),
@@ -85,8 +87,14 @@ pub fn scene_sources(
 /// The training clips' frames as one unlabelled set, clip by clip.
 fn scene_frames(cfg: &ScenesConfig, root: Option<&Path>) -> anyhow::Result<ImageSet> {
     let (sources, desc) = scene_sources(cfg.sources, root, false)?;
-    let clips = scenes::generate(&cfg.clip, &sources, cfg.seed, scenes::TRAIN_SPLIT, 0..cfg.clips as u64)
-        .map_err(|e| anyhow::anyhow!("data.scenes.clip: {e}"))?;
+    let clips = scenes::generate(
+        &cfg.clip,
+        &sources,
+        cfg.seed,
+        scenes::TRAIN_SPLIT,
+        0..cfg.clips as u64,
+    )
+    .map_err(|e| anyhow::anyhow!("data.scenes.clip: {e}"))?;
     let s = cfg.clip.size;
     let mut pixels = Vec::with_capacity(cfg.clips * cfg.clip.frames * s * s * 3);
     for c in &clips {
@@ -315,6 +323,33 @@ pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The scenes kind: `clips × frames` unlabelled frames, clip by clip, exactly the generator's
+    /// frames; embedded training and held-out sources share no image.
+    #[test]
+    fn scene_frames_are_the_generated_clips_and_sources_are_disjoint() {
+        let cfg = ScenesConfig {
+            clips: 3,
+            clip: scenes::SceneConfig {
+                size: 32,
+                frames: 4,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let set = scene_frames(&cfg, None).unwrap();
+        assert_eq!((set.len(), set.height, set.channels), (12, 32, 3));
+        assert!(set.labels().is_none());
+        let (sources, _) = scene_sources(ScenesSources::Embedded, None, false).unwrap();
+        let clips = scenes::generate(&cfg.clip, &sources, 0, scenes::TRAIN_SPLIT, 0..3).unwrap();
+        assert_eq!(&*set.image(5).unwrap(), clips[1].frame(1));
+        let [g, c] = EMBEDDED_SCENES_TRAIN;
+        let [hg, hc] = EMBEDDED_SCENES_HELD_OUT;
+        for (a, b) in [(&g, &hg), (&g, &hc), (&c, &hg), (&c, &hc)] {
+            assert!(a.end <= b.start || b.end <= a.start, "{a:?} overlaps {b:?}");
+        }
+        assert!(g.end <= c.start && hg.end <= hc.start);
+    }
 
     #[test]
     fn interleaved_subset_is_class_balanced_and_ordered() {

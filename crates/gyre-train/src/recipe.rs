@@ -616,7 +616,10 @@ impl Recipe {
                     return bad("data.scenes.clips", "must be positive".into());
                 }
                 if sc.clips > MAX_ROWS {
-                    return bad("data.scenes.clips", format!("must be at most {MAX_ROWS}, got {}", sc.clips));
+                    return bad(
+                        "data.scenes.clips",
+                        format!("must be at most {MAX_ROWS}, got {}", sc.clips),
+                    );
                 }
                 match sc.clip.validate() {
                     Err(gyre_data::DataError::Scene { field, problem }) => {
@@ -628,11 +631,18 @@ impl Recipe {
                 if sc.sources == ScenesSources::Embedded && self.data.root.is_some() {
                     return bad(
                         "data.root",
-                        "embedded scene sources have no root; use data.scenes.sources = \"real\"".into(),
+                        "embedded scene sources have no root; use data.scenes.sources = \"real\""
+                            .into(),
                     );
                 }
             }
             _ => {}
+        }
+        if entry.clips.is_some() && self.data.kind != DataKind::Scenes {
+            return bad(
+                "data.kind",
+                format!("{} trains on clips: use \"scenes\"", entry.name),
+            );
         }
         if self.data.kind == DataKind::Scenes && self.data.subset.is_some() {
             return bad(
@@ -674,6 +684,15 @@ impl Recipe {
             );
         }
         if let Some(irc) = &self.irc {
+            if entry.clips.is_some() {
+                return bad(
+                    "irc",
+                    format!(
+                        "{} trains on clips, with no two views of one image for the plug-in's pair",
+                        entry.name
+                    ),
+                );
+            }
             if let Err((field, problem)) = irc.check(self.train.batch_size) {
                 return bad(&field, problem);
             }

@@ -177,7 +177,7 @@ impl Trainer {
                 prefetch: recipe.data.prefetch,
             },
         )?;
-        if recipe.method.entry().is_some_and(|e| e.clips) {
+        if let Some(draws) = recipe.method.entry().and_then(|e| e.clips) {
             let frames = data.clip_frames.with_context(|| {
                 format!(
                     "method.name: {} trains on clips; data.kind {:?} has none (use \"scenes\")",
@@ -186,7 +186,7 @@ impl Trainer {
                 )
             })?;
             loader = loader
-                .with_sampling(Sampling::Clips { frames })
+                .with_sampling(Sampling::Clips { frames, draws })
                 .with_context(|| format!("data: {}", data.pretrain.name))?;
         }
         let steps_per_epoch = loader.batches_per_epoch() as u64;

@@ -16,10 +16,12 @@
 //! 6. periodic refreshes (InterCLR's centroids) — `after_step`.
 
 pub mod byol;
+pub mod crw;
 pub mod densecl;
 pub mod interclr;
 pub mod moco;
 pub mod nnclr;
+pub mod pixpro;
 pub mod reco;
 pub mod ressl;
 pub mod simclr;
@@ -47,6 +49,8 @@ pub const REGISTRY: &[MethodEntry] = &[
     entry::<interclr::InterClrSettings>(),
     entry::<nnclr::NnclrSettings>(),
     entry::<densecl::DenseClSettings>(),
+    entry::<pixpro::PixProSettings>(),
+    entry::<crw::CrwSettings>(),
 ];
 
 /// A self-supervised method.
@@ -122,9 +126,10 @@ pub trait MethodSettings: Serialize + DeserializeOwned + 'static {
     const NAME: &'static str;
     /// How many views the step takes, and what they are (for messages).
     const VIEWS: (usize, &'static str) = (2, "two views of each image");
-    /// Whether a sample is a clip (view `t` = frame `t`, one augmentation for the clip; the data
-    /// must be whole clips, as `kind = "scenes"`) rather than an image.
-    const CLIPS: bool = false;
+    /// `Some(draws)` when a sample is a clip rather than an image (view `t` = frame `t`, one
+    /// augmentation pipeline, drawn per clip or per frame; the data must be whole clips, as
+    /// `kind = "scenes"`).
+    const CLIPS: Option<gyre_data::ClipDraws> = None;
     /// Fills the defaults that depend on the rest of the recipe (`head.hidden`, …).
     fn resolve(&mut self, _env: &MethodEnv) {}
     /// Checks the (resolved) values against the rest of the recipe.
@@ -138,8 +143,8 @@ pub struct MethodEntry {
     pub name: &'static str,
     /// How many views the step takes, and what they are.
     pub views: (usize, &'static str),
-    /// Whether its samples are clips ([`MethodSettings::CLIPS`]).
-    pub clips: bool,
+    /// Whether its samples are clips, and how their frames draw ([`MethodSettings::CLIPS`]).
+    pub clips: Option<gyre_data::ClipDraws>,
     /// The `[method]` keys it reads (besides `name` and `views`).
     pub keys: fn() -> &'static [&'static str],
     resolve: fn(&toml::Table, &MethodEnv) -> std::result::Result<toml::Table, SettingsError>,

@@ -69,8 +69,17 @@ pub fn random_views(n: usize, b: usize, seed: u64) -> Result<Vec<Tensor>> {
         .collect()
 }
 
-/// A batch of `b` images with indices 0..b and labels `i mod 4`.
+/// A batch of `b` images with indices 0..b and labels `i mod 4`; two views, each the whole
+/// 16 × 16 image (no crop, no flip).
 pub fn batch(b: usize) -> Batch {
+    let whole = gyre_data::ViewGeometry {
+        top: 0.0,
+        left: 0.0,
+        height: 16.0,
+        width: 16.0,
+        flip: false,
+        size: 16,
+    };
     Batch {
         epoch: 0,
         step: 0,
@@ -78,7 +87,7 @@ pub fn batch(b: usize) -> Batch {
         labels: Some((0..b as u32).map(|i| i % 4).collect()),
         views: Vec::new(),
         view_shapes: Vec::new(),
-        geometry: Vec::new(),
+        geometry: vec![vec![whole; b]; 2],
     }
 }
 
