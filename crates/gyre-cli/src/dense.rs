@@ -5,6 +5,7 @@
 use anyhow::Context;
 use gyre_data::scenes::SceneSources;
 use gyre_data::{cifar, dense_gt};
+use gyre_train::dense_eval::probe::{evaluate_probe, PixelProbe};
 use gyre_train::dense_eval::protocol::{
     evaluate_homography, evaluate_scenes, evaluate_stereo, FeatureSource, SceneProtocol,
 };
@@ -39,20 +40,31 @@ pub struct DenseArgs {
     /// With --dense: the scene frames' side in pixels.
     #[arg(long, default_value_t = 64)]
     pub scene_size: usize,
+    /// With --dense: training clips of the pixel linear probe (a 1×1-convolution classifier on
+    /// the frozen features against the training clips' class masks, scored by mIoU on the
+    /// held-out clips); 0 skips it.
+    #[arg(long, default_value_t = 100)]
+    pub probe_clips: usize,
+    /// With --dense: the pixel probe's learning rate (SGD, momentum 0.9, cosine).
+    #[arg(long, default_value_t = PixelProbe::default().fit.lr)]
+    pub probe_lr: f64,
+    /// With --dense: the pixel probe's epochs over the training cells.
+    #[arg(long, default_value_t = PixelProbe::default().fit.epochs)]
+    pub probe_epochs: usize,
     /// With --dense: also score the real ground truth in this folder (`cargo xtask data
     /// dense-gt`).
     #[arg(long)]
     pub dense_gt: Option<PathBuf>,
 }
 
-/// The held-out clips' sources: disjoint from what training clips use (`embedded`: other images
-/// of the embedded split; a cifar10-jpeg folder: the test splits).
-fn held_out_sources(from: &str) -> anyhow::Result<(SceneSources, String)> {
+/// The held-out (`held_out`) or training clips' sources, disjoint from each other (`embedded`:
+/// other images of the embedded split; a cifar10-jpeg folder: its test or training split).
+fn scene_sources(from: &str, held_out: bool) -> anyhow::Result<(SceneSources, String)> {
     use gyre_train::recipe::ScenesSources;
     if from == "embedded" {
-        return gyre_train::data_setup::scene_sources(ScenesSources::Embedded, None, true);
+        return gyre_train::data_setup::scene_sources(ScenesSources::Embedded, None, held_out);
     }
-    gyre_train::data_setup::scene_sources(ScenesSources::Real, Some(Path::new(from)), true)
+    gyre_train::data_setup::scene_sources(ScenesSources::Real, Some(Path::new(from)), held_out)
         .with_context(|| format!("--scenes-from {from}: a cifar10-jpeg folder or `embedded`"))
 }
 
@@ -111,7 +123,7 @@ pub fn run(
             patch: 8,
         },
     };
-    let (sources, desc) = held_out_sources(&a.scenes_from)?;
+    let (sources, desc) = scene_sources(&a.scenes_from, true)?;
     let mut proto = SceneProtocol {
         clips: a.clips,
         ..SceneProtocol::default()
@@ -130,6 +142,40 @@ pub fn run(
         "{}",
         serde_json::json!({"model": model, "eval": "label-propagation", "scenes": desc, "clips": proto.clips, "frame_px": proto.scene.size, "j_mean": report.j_mean, "objects": report.objects, "j_first_mask_kept": report.j_static, "j_true_masks_through_the_grid": report.j_ceiling, "protocol": "videowalk: top-k 10, radius 12 cells, 20 context frames + the first, τ 0.05", "seconds": t0.elapsed().as_secs_f64()})
     );
+    if a.probe_clips > 0 {
+        let t0 = std::time::Instant::now();
+        let (train_sources, train_desc) = scene_sources(&a.scenes_from, false)?;
+        let mut probe = PixelProbe {
+            train_clips: a.probe_clips,
+            ..PixelProbe::default()
+        };
+        probe.fit.lr = a.probe_lr;
+        probe.fit.epochs = a.probe_epochs;
+        if let Err((key, problem)) = probe.fit.validate() {
+            anyhow::bail!("--probe-{}: {problem}", key.replace('_', "-"));
+        }
+        let r = evaluate_probe(
+            &probe,
+            &proto.scene,
+            proto.seed,
+            &train_sources,
+            &sources,
+            proto.clips,
+            &source,
+        )?;
+        for (what, r) in [("classes", &r.classes), ("kinds", &r.kinds)] {
+            // A list, not a map: two object sources may name a class alike (embedded sources).
+            let per_class: Vec<serde_json::Value> = r
+                .per_class
+                .iter()
+                .map(|(name, iou)| serde_json::json!([name, iou]))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"model": model, "eval": "pixel-probe", "labels": what, "scenes": desc, "train_scenes": train_desc, "train_clips": a.probe_clips, "clips": proto.clips, "frame_px": proto.scene.size, "miou": r.miou, "pixel_accuracy": r.pixel_accuracy, "iou": per_class, "train_cells": r.train_cells, "test_pixels": r.test_pixels, "final_train_loss": r.final_train_loss, "protocol": format!("1×1 linear classifier on frozen cells (majority label per cell), SGD momentum 0.9, lr {} cosine, {} epochs, batch {}; logits bilinearly up-sampled, argmax per pixel", probe.fit.lr, probe.fit.epochs, probe.fit.batch), "seconds": t0.elapsed().as_secs_f64()})
+            );
+        }
+    }
     if let Some(dir) = &a.dense_gt {
         let dir = dense_gt::locate(Some(dir))?;
         // Working width 256 pixels, queries every 4.

@@ -30,6 +30,8 @@ fn raw_pixel_baseline_scores_scenes_and_the_real_ground_truth() {
             "raw-pixels",
             "--clips",
             "3",
+            "--probe-clips",
+            "3",
             "--dense-gt",
             gt.to_str().unwrap(),
         ],
@@ -38,7 +40,12 @@ fn raw_pixel_baseline_scores_scenes_and_the_real_ground_truth() {
     let rows = json_lines(&out);
     let kinds: Vec<&str> = rows
         .iter()
-        .map(|r| r["data"].as_str().unwrap_or("propagation"))
+        .map(|r| {
+            r["data"]
+                .as_str()
+                .or(r["labels"].as_str())
+                .unwrap_or("propagation")
+        })
         .collect();
     assert_eq!(
         kinds,
@@ -46,6 +53,8 @@ fn raw_pixel_baseline_scores_scenes_and_the_real_ground_truth() {
             "scenes, frames 1 apart",
             "scenes, frames 4 apart",
             "propagation",
+            "classes",
+            "kinds",
             "middlebury-aloe",
             "middlebury-motorcycle",
             "oxford-graffiti-1-3"
@@ -74,6 +83,24 @@ fn raw_pixel_baseline_scores_scenes_and_the_real_ground_truth() {
         assert!((0.0..=1.0).contains(&v), "{key}: {j}");
     }
     assert!(j["objects"].as_u64().unwrap() >= 6);
+    // The pixel probes: 3 training clips of 8 frames at 8×8 cells, 3 held-out clips at 64×64
+    // pixels; the kinds are background, garment and tile.
+    for probe in &rows[3..5] {
+        assert_eq!(probe["train_cells"], 3 * 8 * 64, "{probe}");
+        assert_eq!(probe["test_pixels"], 3 * 8 * 64 * 64, "{probe}");
+        for key in ["miou", "pixel_accuracy"] {
+            let v = probe[key].as_f64().unwrap();
+            assert!(v > 0.0 && v <= 1.0, "{key}: {probe}");
+        }
+    }
+    let kinds: Vec<&str> = rows[4]["iou"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[0].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["background", "garment", "tile"]);
+    assert_eq!(rows[3]["iou"].as_array().unwrap().len(), 21);
     // The same clips, the same numbers.
     let again = json_lines(&gyre(
         &[
@@ -83,10 +110,13 @@ fn raw_pixel_baseline_scores_scenes_and_the_real_ground_truth() {
             "raw-pixels",
             "--clips",
             "3",
+            "--probe-clips",
+            "3",
         ],
         &dir,
     ));
     assert_eq!(again[0]["pck"], rows[0]["pck"]);
+    assert_eq!(again[3]["miou"], rows[3]["miou"]);
     assert_eq!(again[2]["j_mean"], rows[2]["j_mean"]);
 }
 
@@ -137,6 +167,19 @@ fn bad_dense_eval_input_is_a_one_line_error() {
         &dir,
     );
     assert_clean_error(&out, "resnet7");
+    let out = gyre(
+        &[
+            "eval",
+            "--dense",
+            "--baseline",
+            "raw-pixels",
+            "--clips",
+            "1",
+            "--probe-lr=-1",
+        ],
+        &dir,
+    );
+    assert_clean_error(&out, "--probe-lr");
 }
 
 /// Every `recipes/*_scenes.toml` trains CI-sized on embedded-source clips (a clip method on
@@ -225,10 +268,12 @@ fn every_scene_recipe_trains_ci_sized_and_scores_dense() {
                 run.to_str().unwrap(),
                 "--clips",
                 "2",
+                "--probe-clips",
+                "2",
             ],
             &dir,
         ));
-        assert_eq!(rows.len(), 3, "{name}: {rows:?}");
+        assert_eq!(rows.len(), 5, "{name}: {rows:?}");
         let pck = rows[0]["pck"].as_array().unwrap();
         assert!(pck
             .iter()

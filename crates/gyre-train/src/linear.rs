@@ -11,7 +11,7 @@ use rand::{seq::SliceRandom, SeedableRng};
 use serde::Serialize;
 
 /// Probe settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProbeConfig {
     pub epochs: usize,
     pub lr: f64,
@@ -83,23 +83,36 @@ fn normalise_rows(v: &mut [f32], dim: usize) {
     }
 }
 
-/// Trains the probe on `(train, train_labels)` and scores it on `(test, test_labels)`; features
-/// are row-major `[n, dim]`.
-#[allow(clippy::too_many_arguments)]
-pub fn linear_probe(
+/// A trained linear classifier: `logits = x·Wᵀ + b`.
+pub struct LinearClassifier {
+    /// `[classes, dim]`.
+    pub weight: Tensor,
+    /// `[classes]`.
+    pub bias: Tensor,
+    /// The loss of the last training batch.
+    pub final_train_loss: f64,
+}
+
+impl LinearClassifier {
+    /// Logits `[n, classes]` of row-major `[n, dim]` features (normalised as they were trained).
+    pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+    }
+}
+
+/// Trains a linear classifier on `(train, train_labels)` (row-major `[n, dim]`) with `cfg`
+/// (SGD, cosine schedule, seeded shuffles); `cfg.normalize` L2-normalises the rows first.
+pub fn fit_linear(
     mut train: Vec<f32>,
     train_labels: &[u32],
-    mut test: Vec<f32>,
-    test_labels: &[u32],
     dim: usize,
     classes: usize,
     cfg: ProbeConfig,
-) -> Result<ProbeResult> {
+) -> Result<LinearClassifier> {
     cfg.validate()
         .map_err(|(k, p)| gyre_kernels::Error::Msg(format!("linear probe: {k} {p}")))?;
     if cfg.normalize {
         normalise_rows(&mut train, dim);
-        normalise_rows(&mut test, dim);
     }
     let dev = Device::Cpu;
     let n = train_labels.len();
@@ -159,11 +172,33 @@ pub fn linear_probe(
             it += 1;
         }
     }
+    Ok(LinearClassifier {
+        weight: w.as_tensor().detach(),
+        bias: b.as_tensor().detach(),
+        final_train_loss: last,
+    })
+}
+
+/// Trains the probe on `(train, train_labels)` and scores it on `(test, test_labels)`; features
+/// are row-major `[n, dim]`.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_probe(
+    train: Vec<f32>,
+    train_labels: &[u32],
+    mut test: Vec<f32>,
+    test_labels: &[u32],
+    dim: usize,
+    classes: usize,
+    cfg: ProbeConfig,
+) -> Result<ProbeResult> {
+    let n = train_labels.len();
+    let fc = fit_linear(train, train_labels, dim, classes, cfg)?;
+    if cfg.normalize {
+        normalise_rows(&mut test, dim);
+    }
     let m = test_labels.len();
-    let xt = Tensor::from_vec(test, (m, dim), &dev)?;
-    let logits = xt
-        .matmul(&w.as_tensor().t()?)?
-        .broadcast_add(b.as_tensor())?;
+    let xt = Tensor::from_vec(test, (m, dim), &Device::Cpu)?;
+    let logits = fc.logits(&xt)?;
     let k = 5.min(classes);
     let order = logits
         .arg_sort_last_dim(false)?
@@ -180,7 +215,7 @@ pub fn linear_probe(
         train_images: n,
         test_images: m,
         epochs: cfg.epochs,
-        final_train_loss: last,
+        final_train_loss: fc.final_train_loss,
     })
 }
 

@@ -1,10 +1,11 @@
 //! Dense evaluations of frozen features: nearest-neighbour correspondence scored by PCK against
-//! true flow, disparity or homography ([`correspondence`]), and the CRW label-propagation
-//! protocol scored by J ([`propagation`]). Every evaluation takes [`FeatureMap`]s, so an encoder,
-//! a random-init encoder and raw pixel patches ([`raw_patch_features`]) are scored by the same
-//! code.
+//! true flow, disparity or homography ([`correspondence`]), the CRW label-propagation protocol
+//! scored by J ([`propagation`]), and the pixel linear probe scored by mIoU ([`probe`]). Every
+//! evaluation takes [`FeatureMap`]s, so an encoder, a random-init encoder and raw pixel patches
+//! ([`raw_patch_features`]) are scored by the same code.
 
 pub mod correspondence;
+pub mod probe;
 pub mod propagation;
 pub mod protocol;
 
