@@ -9,6 +9,7 @@ mod console;
 mod dense;
 mod embed;
 mod plot;
+mod plot_dense;
 
 use anyhow::Context;
 use bench::{data_bench, step_bench, BenchModel, StepCase};
@@ -115,13 +116,21 @@ enum Cmd {
         out: PathBuf,
     },
     /// Draw a run's charts into RUN_DIR/plots: loss and learning rate, kNN top-1, and a 2-D PCA
-    /// of the test embeddings coloured by class.
+    /// of the test embeddings coloured by class; for a scenes run (or with --dense), the
+    /// matches between two frames of a held-out clip and its propagated masks beside the true.
     Plot {
         /// Run folder.
         run: PathBuf,
         /// Test images in the PCA (the first N).
         #[arg(long, default_value_t = 2000)]
         pca_images: usize,
+        /// Also draw the dense plots for a run not trained on scenes (held-out embedded-source
+        /// clips).
+        #[arg(long)]
+        dense: bool,
+        /// The held-out clip the dense plots show.
+        #[arg(long, default_value_t = 0)]
+        clip: u64,
     },
     /// Export a run's backbone as a Hugging Face Hub model folder.
     Export {
@@ -367,14 +376,50 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 serde_json::json!({"embedded": set.name, "images": set.len(), "dim": net.feature_dim(), "out": out.display().to_string()})
             );
         }
-        Cmd::Plot { run, pca_images } => {
+        Cmd::Plot {
+            run,
+            pca_images,
+            dense,
+            clip,
+        } => {
             let r = Recipe::load(&run.join("recipe.toml"), &[])?;
             let mut files = plot::plot_metrics(&run, &r.name)?;
-            let data = gyre_train::data_setup::load(&r)?;
-            if let (Some((_, test)), true) = (
-                &data.eval,
-                gyre_train::checkpoint::weights_path(&run).is_file(),
-            ) {
+            let scenes = r.data.kind == gyre_train::recipe::DataKind::Scenes;
+            let has_weights = gyre_train::checkpoint::weights_path(&run).is_file();
+            if (scenes || dense) && has_weights {
+                let device = device_for(&cli.device, &r)?;
+                let net = gyre_train::checkpoint::load_backbone(&run, &r, &device)?;
+                let (mean, std) = gyre_train::data_setup::run_normalisation(&r)?;
+                let sc = r.data.scenes.clone().unwrap_or_default();
+                let (sources, root) = if scenes {
+                    (sc.sources, r.data.root.as_deref())
+                } else {
+                    (gyre_train::recipe::ScenesSources::Embedded, None)
+                };
+                let (held_out, _) = gyre_train::data_setup::scene_sources(sources, root, true)?;
+                let source = gyre_train::dense_eval::protocol::FeatureSource::Encoder {
+                    backbone: &net,
+                    mean,
+                    std,
+                    device: device.clone(),
+                };
+                files.extend(plot_dense::dense_plots(
+                    &run.join("plots"),
+                    &r.name,
+                    &source,
+                    &held_out,
+                    &sc.clip,
+                    clip,
+                )?);
+            }
+            // Scene frames are unlabelled: no PCA by class.
+            let data = if scenes {
+                None
+            } else {
+                Some(gyre_train::data_setup::load(&r)?)
+            };
+            if let (Some(Some((_, test))), true) = (data.as_ref().map(|d| &d.eval), has_weights) {
+                let data = data.as_ref().expect("matched above");
                 let device = device_for(&cli.device, &r)?;
                 let net = gyre_train::checkpoint::load_backbone(&run, &r, &device)?;
                 let test = test.head(pca_images);

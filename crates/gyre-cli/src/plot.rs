@@ -11,7 +11,7 @@ use std::sync::Once;
 static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 
-fn register_font() {
+pub(crate) fn register_font() {
     REGISTER.call_once(|| {
         // The embedded font is valid; a failure would show as missing text, not a crash.
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
@@ -19,7 +19,7 @@ fn register_font() {
 }
 
 /// Ten distinguishable colours (Tableau 10).
-const PALETTE: [RGBColor; 10] = [
+pub(crate) const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -37,7 +37,7 @@ fn pad(lo: f64, hi: f64) -> (f64, f64) {
     (lo - 0.05 * span, hi + 0.05 * span)
 }
 
-fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+pub(crate) fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing: {e:?}")
 }
 

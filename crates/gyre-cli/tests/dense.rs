@@ -285,6 +285,22 @@ fn every_scene_recipe_trains_ci_sized_and_scores_dense() {
             losses[losses.len() - 1],
             rows[2]["j_mean"]
         );
+        if clips {
+            // The dense plots of a scenes run: two PNGs of the expected sizes.
+            let out = gyre(&["plot", run.to_str().unwrap()], &dir);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for (file, w) in [
+                ("dense_matches.png", 2 * 64 * 6 + 24),
+                ("dense_propagation.png", 110 + 4 * (256 + 8)),
+            ] {
+                let img = image::open(run.join("plots").join(file)).unwrap();
+                assert_eq!(img.width() as usize, w, "{file}");
+            }
+        }
         methods.push(method);
     }
     for e in gyre_train::method::REGISTRY
