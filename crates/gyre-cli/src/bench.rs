@@ -241,3 +241,101 @@ pub fn cifar_data_bench(
         "pairs_per_s": (batch * batches) as f64 / secs,
     }))
 }
+
+/// Times a recipe's own training step (its method, encoder, heads, views, batch and optimiser)
+/// on fixed random views of its shapes (clips: one view per frame); every view's geometry is the
+/// whole image. Returns one JSON object; `peak_rss_mb` is the process's high-water mark, so time
+/// one recipe per process for its memory.
+pub fn recipe_step_bench(
+    recipe: &gyre_train::Recipe,
+    steps: usize,
+    warmup: usize,
+    device: &Device,
+) -> anyhow::Result<Value> {
+    use gyre_train::step::StepContext;
+    recipe.validate("recipe")?;
+    let entry = recipe
+        .method
+        .entry()
+        .ok_or_else(|| anyhow::anyhow!("method.name: unknown method"))?;
+    let ch = recipe.in_channels().unwrap_or(3);
+    let scenes = recipe.data.scenes.clone().unwrap_or_default();
+    let mut method = recipe.build_method(ch, scenes.clips * scenes.clip.frames, device)?;
+    let mut opt = Optimizer::new(method.params(), recipe.optim.settings());
+    let b = recipe.train.batch_size;
+    let pipes: Vec<&AugmentConfig> = match entry.clips {
+        Some(_) => vec![&recipe.augment[&recipe.method.views[0]]; scenes.clip.frames],
+        None => recipe
+            .method
+            .views
+            .iter()
+            .map(|v| &recipe.augment[v])
+            .collect(),
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let normal = rand_distr::Normal::new(0f32, 1.0).expect("valid");
+    let mut views = Vec::new();
+    let mut geometry = Vec::new();
+    for a in &pipes {
+        let s = a.size;
+        let data: Vec<f32> = (0..b * ch * s * s)
+            .map(|_| rand_distr::Distribution::sample(&normal, &mut rng))
+            .collect();
+        views.push(Tensor::from_vec(data, (b, ch, s, s), device)?);
+        let whole = gyre_data::ViewGeometry {
+            top: 0.0,
+            left: 0.0,
+            height: s as f32,
+            width: s as f32,
+            flip: false,
+            size: s,
+        };
+        geometry.push(vec![whole; b]);
+    }
+    let batch = gyre_data::Batch {
+        epoch: 0,
+        step: 0,
+        indices: (0..b).collect(),
+        labels: None,
+        views: Vec::new(),
+        view_shapes: pipes.iter().map(|a| (ch, a.size, a.size)).collect(),
+        geometry,
+    };
+    let total = (warmup + steps) as u64;
+    let lr = recipe.effective_lr();
+    let mut loss = 0f32;
+    let mut step = |i: u64| -> anyhow::Result<f32> {
+        let ctx = StepContext {
+            step: i,
+            total_steps: total,
+            steps_per_epoch: total,
+        };
+        let out = method.step(&views, &batch, ctx)?;
+        let grads = out.loss.backward()?;
+        opt.step(&grads, lr)?;
+        method.after_step(ctx)?;
+        Ok(out.loss.to_scalar::<f32>()?)
+    };
+    let t_first = Instant::now();
+    for i in 0..warmup {
+        step(i as u64)?;
+    }
+    let first = t_first.elapsed().as_secs_f64();
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..steps {
+        let t0 = Instant::now();
+        loss = step((warmup + i) as u64)?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    let med = median(&mut times);
+    let images = b * pipes.len();
+    Ok(json!({
+        "bench": "recipe-step", "impl": "gyre", "recipe": recipe.name, "method": entry.name,
+        "encoder": recipe.encoder.arch, "output_stride": recipe.encoder.output_stride,
+        "batch": b, "views": pipes.len(), "images_per_step": images,
+        "size": pipes.first().map(|a| a.size), "steps": steps, "warmup": warmup,
+        "threads": rayon::current_num_threads(), "params": method.params().num_trainable(),
+        "step_ms_median": med * 1e3, "img_per_s": images as f64 / med, "warmup_s": first,
+        "final_loss": loss, "peak_rss_mb": peak_rss_mb(),
+    }))
+}

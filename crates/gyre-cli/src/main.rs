@@ -153,9 +153,15 @@ enum Cmd {
     },
     /// Benchmark the training step and the data pipeline; prints JSON lines.
     Bench {
-        /// `resnet-mini`, `resnet18`, or `all` (both reference shapes).
-        #[arg(long, default_value = "all")]
-        model: String,
+        /// `resnet-mini`, `resnet18`, `all` (both reference shapes) or `none`; default `all`,
+        /// or `none` with `--recipe`.
+        #[arg(long)]
+        model: Option<String>,
+        /// Also time this recipe's own training step at its shapes (method, batch, views, frames
+        /// of a clip, optimiser) on random inputs; repeatable. One per process gives its own
+        /// peak memory.
+        #[arg(long)]
+        recipe: Vec<PathBuf>,
         /// Images per view (default: 256 for resnet-mini, 64 for resnet18).
         #[arg(long)]
         batch: Option<usize>,
@@ -469,6 +475,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Bench {
             model,
+            recipe,
             batch,
             steps,
             warmup,
@@ -479,6 +486,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ops_model,
         } => {
             let device = open_device(&cli.device, "cpu")?;
+            let model =
+                model.unwrap_or_else(|| if recipe.is_empty() { "all" } else { "none" }.to_string());
             let models = match model.as_str() {
                 "all" => vec![BenchModel::ResnetMini, BenchModel::Resnet18],
                 "none" => vec![],
@@ -506,13 +515,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .with_context(|| format!("benchmarking {}", c.model.name()))?
                 );
             }
+            for path in &recipe {
+                let r = Recipe::load(path, &[])?;
+                println!(
+                    "{}",
+                    bench::recipe_step_bench(&r, steps, warmup, &device)
+                        .with_context(|| format!("benchmarking {}", path.display()))?
+                );
+            }
             if ops {
                 let b = batch.unwrap_or(ops_model.default_batch());
                 for row in bench_ops::ops_bench(ops_model, 2 * b, steps)? {
                     println!("{row}");
                 }
             }
-            if data || (cases.is_empty() && !ops) {
+            if data || (cases.is_empty() && !ops && recipe.is_empty()) {
                 match &data_root {
                     Some(root) => {
                         println!("{}", bench::cifar_data_bench(root, 256, 40, data_disk)?)

@@ -341,3 +341,36 @@ fn every_scene_recipe_trains_ci_sized_and_scores_dense() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `gyre bench --recipe` times a recipe's own step at its shapes: a clip recipe takes one view
+/// per frame.
+#[test]
+fn bench_times_a_recipes_own_step() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tmp("dense-bench");
+    let crw = root.join("recipes/crw_resnet-mini_scenes.toml");
+    let rows = json_lines(&gyre(
+        &[
+            "bench",
+            "--recipe",
+            crw.to_str().unwrap(),
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+        ],
+        &dir,
+    ));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let r = &rows[0];
+    assert_eq!(r["bench"], "recipe-step");
+    assert_eq!(r["method"], "crw");
+    assert_eq!(
+        (r["batch"].as_u64(), r["views"].as_u64()),
+        (Some(16), Some(8))
+    );
+    assert_eq!(r["images_per_step"], 128);
+    assert!(
+        r["img_per_s"].as_f64().unwrap() > 0.0 && r["final_loss"].as_f64().unwrap().is_finite()
+    );
+}

@@ -274,6 +274,23 @@ pub struct OptimConfig {
     #[serde(default = "d_true")]
     pub clip_lr: bool,
 }
+
+impl OptimConfig {
+    /// The optimiser's settings (the learning rate comes from the schedule).
+    pub fn settings(&self) -> crate::optim::OptimSettings {
+        crate::optim::OptimSettings {
+            kind: self.name,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            exclude_bn_bias: self.exclude_bn_bias,
+            betas: (self.betas[0], self.betas[1]),
+            eps: self.eps,
+            eta: self.eta,
+            clip_lr: self.clip_lr,
+        }
+    }
+}
 fn d_eta() -> f64 {
     0.02
 }

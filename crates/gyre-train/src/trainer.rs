@@ -12,7 +12,7 @@ pub use crate::observe::Interrupted;
 use crate::observe::{
     Checkpoints, Epoch, Metrics, NanStop, Observer, Position, Run, RunState, Start, Step,
 };
-use crate::optim::{OptimSettings, Optimizer};
+use crate::optim::Optimizer;
 use crate::recipe::Recipe;
 use crate::schedule::LrSchedule;
 use crate::step::StepContext;
@@ -198,20 +198,7 @@ impl Trainer {
             total_iters: steps_per_epoch * recipe.train.epochs as u64,
             decay: o.decay,
         };
-        let mut optim = Optimizer::new(
-            method.params(),
-            OptimSettings {
-                kind: o.name,
-                momentum: o.momentum,
-                nesterov: o.nesterov,
-                weight_decay: o.weight_decay,
-                exclude_bn_bias: o.exclude_bn_bias,
-                betas: (o.betas[0], o.betas[1]),
-                eps: o.eps,
-                eta: o.eta,
-                clip_lr: o.clip_lr,
-            },
-        );
+        let mut optim = Optimizer::new(method.params(), o.settings());
         // What the kNN vote uses: a bank smaller than `knn_k` votes with all of it.
         let k = recipe.eval.knn_k;
         let mut knn_k = k;
