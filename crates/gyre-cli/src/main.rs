@@ -116,7 +116,7 @@ enum Cmd {
         out: PathBuf,
     },
     /// Draw a run's charts into RUN_DIR/plots: loss and learning rate, kNN top-1, and a 2-D PCA
-    /// of the test embeddings coloured by class; for a scenes run (or with --dense), the
+    /// of the test embeddings coloured by class; for a scenes or video run (or with --dense), the
     /// matches between two frames of a held-out clip and its propagated masks beside the true.
     Plot {
         /// Run folder.
@@ -124,8 +124,8 @@ enum Cmd {
         /// Test images in the PCA (the first N).
         #[arg(long, default_value_t = 2000)]
         pca_images: usize,
-        /// Also draw the dense plots for a run not trained on scenes (held-out embedded-source
-        /// clips).
+        /// Also draw the dense plots for a run not trained on clips (held-out embedded-source
+        /// clips; a video run draws them by default).
         #[arg(long)]
         dense: bool,
         /// The held-out clip the dense plots show.
@@ -390,9 +390,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let r = Recipe::load(&run.join("recipe.toml"), &[])?;
             let mut files = plot::plot_metrics(&run, &r.name)?;
-            let scenes = r.data.kind == gyre_train::recipe::DataKind::Scenes;
+            use gyre_train::recipe::DataKind;
+            let scenes = r.data.kind == DataKind::Scenes;
+            // Clip data (scenes, video) is unlabelled: dense plots instead of a PCA by class.
+            let clip_data = scenes || r.data.kind == DataKind::Video;
             let has_weights = gyre_train::checkpoint::weights_path(&run).is_file();
-            if (scenes || dense) && has_weights {
+            if (clip_data || dense) && has_weights {
                 let device = device_for(&cli.device, &r)?;
                 let net = gyre_train::checkpoint::load_backbone(&run, &r, &device)?;
                 let (mean, std) = gyre_train::data_setup::run_normalisation(&r)?;
@@ -418,8 +421,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     clip,
                 )?);
             }
-            // Scene frames are unlabelled: no PCA by class.
-            let data = if scenes {
+            let data = if clip_data {
                 None
             } else {
                 Some(gyre_train::data_setup::load(&r)?)

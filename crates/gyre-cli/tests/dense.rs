@@ -374,3 +374,85 @@ fn bench_times_a_recipes_own_step() {
         r["img_per_s"].as_f64().unwrap() > 0.0 && r["final_loss"].as_f64().unwrap().is_finite()
     );
 }
+
+/// The video recipes train on frame folders laid out as `cargo xtask data opencv-video` writes
+/// them (here small generated frames, so CI needs no decoder): the clips are cut as
+/// `[data.video]` says; a missing video folder is a one-line error naming the fix.
+#[test]
+fn video_recipes_train_on_frame_folders() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tmp("dense-video");
+    let videos = dir.join("opencv-video");
+    for (v, n) in [("vtest", 24u32), ("megamind", 20), ("tree", 12)] {
+        let d = videos.join(v);
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..n {
+            image::RgbImage::from_fn(48, 36, |x, y| {
+                image::Rgb([(x * 5 + i * 3) as u8, (y * 7) as u8, (x + y + i) as u8])
+            })
+            .save(d.join(format!("{i:05}.png")))
+            .unwrap();
+        }
+    }
+    let root_set = format!("data.root={}", videos.display());
+    for (m, batch, steps) in [("crw", 2, 5), ("densecl", 8, 5)] {
+        let recipe = root.join(format!("recipes/{m}_resnet-mini_video.toml"));
+        let run = dir.join(m);
+        let mut args = vec![
+            "train",
+            "--quiet",
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--run-dir",
+            run.to_str().unwrap(),
+        ];
+        let batch = format!("train.batch_size={batch}");
+        let sets = [
+            root_set.as_str(),
+            "data.video.clip_frames=4",
+            "data.video.clip_stride=4",
+            "train.epochs=1",
+            "train.log_every=1",
+            batch.as_str(),
+            "method.queue=64",
+        ];
+        for s in sets
+            .iter()
+            .filter(|s| m == "densecl" || !s.starts_with("method.queue"))
+        {
+            args.extend(["--set", s]);
+        }
+        let out = gyre(&args, &dir);
+        assert!(
+            out.status.success(),
+            "{m}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value =
+            serde_json::from_slice(out.stdout.trim_ascii_end()).unwrap();
+        // Clips of 4 frames 2 apart span 7 frames, one every 4: 5 + 4 + 2 = 11 clips, 44 frames.
+        let data = summary["data"].as_str().unwrap();
+        assert!(
+            data.contains("11 clips × 4 frames 2 apart, 64 px"),
+            "{data}"
+        );
+        assert!(data.contains("(44 images)"), "{data}");
+        assert_eq!(summary["steps"], steps, "{summary}");
+    }
+    std::fs::remove_dir_all(videos.join("tree")).unwrap();
+    let recipe = root.join("recipes/crw_resnet-mini_video.toml");
+    let out = gyre(
+        &[
+            "train",
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--set",
+            &root_set,
+            "--run-dir",
+            dir.join("missing").to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert_clean_error(&out, "cargo xtask data opencv-video");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -98,6 +98,65 @@ impl VideoFrames {
     }
 }
 
+impl VideoFrames {
+    /// Every frame resized (shorter side to `size`, bilinear) and centre-cropped to a square, as
+    /// an image folder's `size` does.
+    pub fn squared(&self, size: usize) -> Result<ImageSet, DataError> {
+        let (w, h) = (self.width(), self.height());
+        if size == 0 {
+            return Err(DataError::Loader(format!(
+                "{}: frame size must be positive",
+                self.name
+            )));
+        }
+        let (nw, nh) = if w <= h {
+            (size, (h * size).div_ceil(w))
+        } else {
+            ((w * size).div_ceil(h), size)
+        };
+        let (x0, y0) = ((nw - size) / 2, (nh - size) / 2);
+        let mut pixels = Vec::with_capacity(self.len() * size * size * 3);
+        for i in 0..self.len() {
+            let raw = self.frames.image(i)?.into_owned();
+            let img = image::RgbImage::from_raw(w as u32, h as u32, raw).expect("frame size");
+            let r = image::imageops::resize(
+                &img,
+                nw as u32,
+                nh as u32,
+                image::imageops::FilterType::Triangle,
+            );
+            let c = image::imageops::crop_imm(&r, x0 as u32, y0 as u32, size as u32, size as u32)
+                .to_image();
+            pixels.extend_from_slice(c.as_raw());
+        }
+        ImageSet::new(
+            format!("{}[{size}×{size}]", self.name),
+            (size, size, 3),
+            pixels,
+            None,
+            Vec::new(),
+        )
+    }
+}
+
+/// The folder `cargo xtask data opencv-video` writes (`root`, else `data/opencv-video`), when it
+/// holds a frame folder for every video of [`VIDEOS`].
+pub fn locate(root: Option<&Path>) -> Result<PathBuf, DataError> {
+    let dir = root
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("data/opencv-video"));
+    if VIDEOS.iter().all(|v| dir.join(v.name).is_dir()) {
+        return Ok(dir);
+    }
+    Err(DataError::NotFound {
+        name: "opencv-video".into(),
+        hint: format!(
+            "{} lacks a frame folder per video; run `cargo xtask data opencv-video`",
+            dir.display()
+        ),
+    })
+}
+
 /// Reads the frames `00000.png`, `00001.png`, … of `dir` (other files are ignored). A gap in
 /// the numbering, a frame that does not decode, or one of another size is an error naming the
 /// file.
@@ -177,6 +236,21 @@ mod tests {
         image::RgbImage::from_fn(w, h, |x, y| image::Rgb([i as u8, x as u8, y as u8]))
             .save(dir.join(format!("{i:05}.png")))
             .unwrap();
+    }
+
+    #[test]
+    fn squared_frames_are_centre_crops() {
+        let d = folder("sq");
+        for i in 0..2 {
+            frame(&d, i, 8, 4);
+        }
+        let v = load_frames(&d, "wide").unwrap();
+        let sq = v.squared(4).unwrap();
+        assert_eq!((sq.len(), sq.height, sq.width), (2, 4, 4));
+        // Already 4 high: the crop keeps columns 2..6 unchanged (x, y in the green, blue bytes).
+        let f1 = sq.image(1).unwrap();
+        assert_eq!(&f1[..3], [1, 2, 0]);
+        assert_eq!(&f1[(4 * 3 + 3) * 3..(4 * 3 + 3) * 3 + 3], [1, 5, 3]);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub enum DataKind {
     /// the training clips' frames, clip by clip, unlabelled (their masks and flow are for the
     /// dense evaluations only; the kNN monitor is off).
     Scenes,
+    /// The frames of real videos (`[data.video]`; `cargo xtask data opencv-video`), as clips of
+    /// frames a few apart, unlabelled (no kNN monitor).
+    Video,
 }
 
 impl DataKind {
@@ -43,9 +46,11 @@ impl DataKind {
     pub fn channels(self) -> Option<usize> {
         match self {
             DataKind::FashionMnistEmbedded | DataKind::FashionMnist => Some(1),
-            DataKind::Cifar10 | DataKind::Cifar100 | DataKind::Cifar10Jpeg | DataKind::Scenes => {
-                Some(3)
-            }
+            DataKind::Cifar10
+            | DataKind::Cifar100
+            | DataKind::Cifar10Jpeg
+            | DataKind::Scenes
+            | DataKind::Video => Some(3),
             DataKind::ImageFolder => None,
         }
     }
@@ -105,6 +110,42 @@ pub struct DataConfig {
     /// they are drawn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scenes: Option<ScenesConfig>,
+    /// `kind = "video"`: which videos, at what size, cut into which clips.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoConfig>,
+}
+
+/// `[data.video]`: the clips of `kind = "video"` (frame folders under `data.root`, default
+/// `data/opencv-video`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VideoConfig {
+    /// Frame folders under the root, by name (`vtest`, `megamind`, `tree`).
+    pub videos: Vec<String>,
+    /// Frames are resized (shorter side) and centre-cropped to this square.
+    pub size: usize,
+    /// Frames per clip.
+    pub clip_frames: usize,
+    /// Video frames between consecutive frames of a clip (the image-level pairs are frames this
+    /// far apart).
+    pub frame_gap: usize,
+    /// Video frames between the starts of consecutive clips.
+    pub clip_stride: usize,
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        Self {
+            videos: gyre_data::video::VIDEOS
+                .iter()
+                .map(|v| v.name.to_string())
+                .collect(),
+            size: 64,
+            clip_frames: 8,
+            frame_gap: 2,
+            clip_stride: 8,
+        }
+    }
 }
 
 /// `[data.scenes]`: the training clips of `kind = "scenes"`.

@@ -1,6 +1,6 @@
 //! Turns a recipe's `[data]` section into the pretraining set, the kNN bank and the kNN queries.
 
-use crate::recipe::{DataKind, KnnBank, Recipe, ScenesConfig, ScenesSources};
+use crate::recipe::{DataKind, KnnBank, Recipe, ScenesConfig, ScenesSources, VideoConfig};
 use anyhow::Context;
 use gyre_data::cifar::{self, Cifar};
 use gyre_data::scenes::{self, SceneSources};
@@ -84,6 +84,39 @@ pub fn scene_sources(
     }
 }
 
+/// The clips of real videos as one unlabelled set, clip by clip: each clip `clip_frames` frames
+/// `frame_gap` apart, one starting every `clip_stride` frames.
+fn video_clips(cfg: &VideoConfig, root: Option<&Path>) -> anyhow::Result<ImageSet> {
+    let dir = gyre_data::video::locate(root)?;
+    let span = (cfg.clip_frames - 1) * cfg.frame_gap + 1;
+    let mut pixels = Vec::new();
+    let mut clips = 0;
+    for name in &cfg.videos {
+        if !gyre_data::video::VIDEOS.iter().any(|v| v.name == name) {
+            anyhow::bail!(
+                "data.video.videos: unknown video `{name}` (expected {})",
+                gyre_data::video::VIDEOS.map(|v| v.name).join(", ")
+            );
+        }
+        let v = gyre_data::video::load_frames(&dir.join(name), name)?;
+        let sq = v.squared(cfg.size)?;
+        for start in v.clip_starts(span, cfg.clip_stride)? {
+            for t in 0..cfg.clip_frames {
+                pixels.extend_from_slice(&sq.image(start + t * cfg.frame_gap)?);
+            }
+            clips += 1;
+        }
+    }
+    let s = cfg.size;
+    let name = format!(
+        "opencv-video[{}; {clips} clips × {} frames {} apart, {s} px]",
+        cfg.videos.join(", "),
+        cfg.clip_frames,
+        cfg.frame_gap
+    );
+    Ok(ImageSet::new(name, (s, s, 3), pixels, None, vec![])?)
+}
+
 /// The training clips' frames as one unlabelled set, clip by clip.
 fn scene_frames(cfg: &ScenesConfig, root: Option<&Path>) -> anyhow::Result<ImageSet> {
     let (sources, desc) = scene_sources(cfg.sources, root, false)?;
@@ -120,7 +153,7 @@ pub fn published_normalisation(kind: DataKind) -> Option<(Vec<f32>, Vec<f32>)> {
             Some((cifar::CIFAR10_MEAN.to_vec(), cifar::CIFAR10_STD.to_vec()))
         }
         DataKind::Cifar100 => Some((cifar::CIFAR100_MEAN.to_vec(), cifar::CIFAR100_STD.to_vec())),
-        DataKind::ImageFolder | DataKind::Scenes => None,
+        DataKind::ImageFolder | DataKind::Scenes | DataKind::Video => None,
     }
 }
 
@@ -250,6 +283,11 @@ pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
             let cfg = d.scenes.clone().unwrap_or_default();
             clip_frames = Some(cfg.clip.frames);
             (scene_frames(&cfg, d.root.as_deref())?, None, "scenes")
+        }
+        DataKind::Video => {
+            let cfg = d.video.clone().unwrap_or_default();
+            clip_frames = Some(cfg.clip_frames);
+            (video_clips(&cfg, d.root.as_deref())?, None, "video")
         }
     };
     let train = Arc::new(train);

@@ -638,16 +638,44 @@ impl Recipe {
             }
             _ => {}
         }
-        if entry.clips.is_some() && self.data.kind != DataKind::Scenes {
+        match (&self.data.video, self.data.kind) {
+            (Some(_), k) if k != DataKind::Video => {
+                return bad("data.video", "only kind = \"video\" reads it".into())
+            }
+            (Some(v), _) => {
+                for (key, value, min) in [
+                    ("size", v.size, 8),
+                    ("clip_frames", v.clip_frames, 1),
+                    ("frame_gap", v.frame_gap, 1),
+                    ("clip_stride", v.clip_stride, 1),
+                ] {
+                    if value < min || value > 4096 {
+                        return bad(
+                            &format!("data.video.{key}"),
+                            format!("must be in {min}..=4096, got {value}"),
+                        );
+                    }
+                }
+                if v.videos.is_empty() {
+                    return bad("data.video.videos", "name at least one video".into());
+                }
+            }
+            _ => {}
+        }
+        let clip_data = matches!(self.data.kind, DataKind::Scenes | DataKind::Video);
+        if entry.clips.is_some() && !clip_data {
             return bad(
                 "data.kind",
-                format!("{} trains on clips: use \"scenes\"", entry.name),
+                format!(
+                    "{} trains on clips: use \"scenes\" or \"video\"",
+                    entry.name
+                ),
             );
         }
-        if self.data.kind == DataKind::Scenes && self.data.subset.is_some() {
+        if clip_data && self.data.subset.is_some() {
             return bad(
                 "data.subset",
-                "scenes are whole clips; set data.scenes.clips instead".into(),
+                "clips are whole: set data.scenes.clips, or data.video's clip settings".into(),
             );
         }
         if self.data.kind == DataKind::FashionMnistEmbedded && self.data.root.is_some() {

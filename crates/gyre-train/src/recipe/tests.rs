@@ -139,6 +139,7 @@ fn docs_recipes_md_names_every_key() {
     r.data.std = Some(vec![0.5]);
     r.encoder.stem = Some(Stem::Cifar);
     r.data.scenes = Some(Default::default());
+    r.data.video = Some(Default::default());
     r.irc = Some(toml::from_str("").unwrap());
     fn leaves(v: &toml::Value, out: &mut Vec<String>) {
         if let toml::Value::Table(t) = v {
