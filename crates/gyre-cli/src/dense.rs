@@ -29,9 +29,10 @@ pub struct DenseArgs {
     /// The random-init baseline's output stride.
     #[arg(long, default_value_t = 8)]
     pub output_stride: usize,
-    /// With --dense: the held-out clips' sources: `embedded` (the embedded Fashion-MNIST split
-    /// for everything) or a cifar10-jpeg folder (its test images as tiles and backgrounds,
-    /// Fashion-MNIST's test split as garments).
+    /// With --dense: the held-out clips' sources: `embedded` (images 8000–9999 of the embedded
+    /// Fashion-MNIST split; the probe's training clips use 0–7999) or a cifar10-jpeg folder (its
+    /// test images as tiles and backgrounds, Fashion-MNIST's test split as garments; the probe
+    /// trains on the training splits).
     #[arg(long, default_value = "embedded")]
     pub scenes_from: String,
     /// With --dense: held-out clips scored.
