@@ -139,46 +139,21 @@ fn bad_dense_eval_input_is_a_one_line_error() {
     assert_clean_error(&out, "/no/such/folder");
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let out = gyre(
-        &[
-            "eval",
-            "--dense",
-            "--baseline",
-            "raw-pixels",
-            "--clips",
-            "1",
-            "--dense-gt",
-            empty.to_str().unwrap(),
-        ],
-        &dir,
-    );
+    let dense = |extra: &[&str]| {
+        let mut a = vec!["eval", "--dense", "--clips", "1"];
+        a.extend_from_slice(extra);
+        gyre(&a, &dir)
+    };
+    let out = dense(&[
+        "--baseline",
+        "raw-pixels",
+        "--dense-gt",
+        empty.to_str().unwrap(),
+    ]);
     assert_clean_error(&out, "cargo xtask data dense-gt");
-    let out = gyre(
-        &[
-            "eval",
-            "--dense",
-            "--baseline",
-            "random-init",
-            "--arch",
-            "resnet7",
-            "--clips",
-            "1",
-        ],
-        &dir,
-    );
+    let out = dense(&["--baseline", "random-init", "--arch", "resnet7"]);
     assert_clean_error(&out, "resnet7");
-    let out = gyre(
-        &[
-            "eval",
-            "--dense",
-            "--baseline",
-            "raw-pixels",
-            "--clips",
-            "1",
-            "--probe-lr=-1",
-        ],
-        &dir,
-    );
+    let out = dense(&["--baseline", "raw-pixels", "--probe-lr=-1"]);
     assert_clean_error(&out, "--probe-lr");
 }
 
@@ -207,14 +182,6 @@ fn every_scene_recipe_trains_ci_sized_and_scores_dense() {
         } else {
             "train.batch_size=8"
         };
-        let mut args = vec![
-            "train",
-            "--quiet",
-            "--recipe",
-            recipe.to_str().unwrap(),
-            "--run-dir",
-            run.to_str().unwrap(),
-        ];
         let mut sets = vec![
             "data.scenes.sources=embedded",
             "data.scenes.clips=16",
@@ -225,37 +192,17 @@ fn every_scene_recipe_trains_ci_sized_and_scores_dense() {
         if (entry.keys)().contains(&"queue") {
             sets.push("method.queue=256");
         }
-        for s in &sets {
-            args.extend(["--set", s]);
-        }
-        let out = gyre(&args, &dir);
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-        let losses: Vec<f64> = metrics
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|l| l["kind"] == "step")
-            .map(|l| l["loss"].as_f64().unwrap())
-            .collect();
+        let out = train_recipe(recipe, &run, &sets, &dir);
+        assert_ok(&out, &name);
+        let losses: Vec<f64> = step_losses(&run).into_iter().map(|s| s.1).collect();
         // 16 clips: 8 steps of 2 clips, or 128 frames in 16 steps of 8.
         assert_eq!(
             losses.len(),
             if clips { 8 } else { 16 },
-            "{name}: {metrics}"
+            "{name}: {losses:?}"
         );
         assert!(losses.iter().all(|l| l.is_finite()), "{name}: {losses:?}");
-        let summary: serde_json::Value = serde_json::from_slice(
-            out.stdout
-                .trim_ascii_end()
-                .rsplit(|&b| b == b'\n')
-                .next()
-                .unwrap(),
-        )
-        .unwrap();
+        let summary = summary(&out);
         assert!(
             summary["knn_top1"].is_null(),
             "unlabelled frames: {summary}"
@@ -398,38 +345,21 @@ fn video_recipes_train_on_frame_folders() {
     for (m, batch, steps) in [("crw", 2, 5), ("densecl", 8, 5)] {
         let recipe = root.join(format!("recipes/{m}_resnet-mini_video.toml"));
         let run = dir.join(m);
-        let mut args = vec![
-            "train",
-            "--quiet",
-            "--recipe",
-            recipe.to_str().unwrap(),
-            "--run-dir",
-            run.to_str().unwrap(),
-        ];
         let batch = format!("train.batch_size={batch}");
-        let sets = [
+        let mut sets = vec![
             root_set.as_str(),
             "data.video.clip_frames=4",
             "data.video.clip_stride=4",
             "train.epochs=1",
             "train.log_every=1",
             batch.as_str(),
-            "method.queue=64",
         ];
-        for s in sets
-            .iter()
-            .filter(|s| m == "densecl" || !s.starts_with("method.queue"))
-        {
-            args.extend(["--set", s]);
+        if m == "densecl" {
+            sets.push("method.queue=64");
         }
-        let out = gyre(&args, &dir);
-        assert!(
-            out.status.success(),
-            "{m}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let summary: serde_json::Value =
-            serde_json::from_slice(out.stdout.trim_ascii_end()).unwrap();
+        let out = train_recipe(&recipe, &run, &sets, &dir);
+        assert_ok(&out, m);
+        let summary = summary(&out);
         // Clips of 4 frames 2 apart span 7 frames, one every 4: 5 + 4 + 2 = 11 clips, 44 frames.
         let data = summary["data"].as_str().unwrap();
         assert!(

@@ -24,6 +24,22 @@ pub fn train_quiet(run: &Path, sets: &[&str], cwd: &Path) -> Output {
     gyre(&args, cwd)
 }
 
+/// `gyre train --quiet --recipe RECIPE --run-dir RUN --set S…`.
+pub fn train_recipe(recipe: &Path, run: &Path, sets: &[&str], cwd: &Path) -> Output {
+    let mut args = vec![
+        "train",
+        "--quiet",
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    gyre(&args, cwd)
+}
+
 pub fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("gyre-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);

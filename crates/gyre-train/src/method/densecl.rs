@@ -12,7 +12,6 @@ use super::{
     check, info_nce_pair, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError,
 };
 use crate::bank::FifoBank;
-use crate::ema::MomentumSchedule;
 use crate::step::{StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
@@ -86,19 +85,8 @@ impl DenseCl {
     pub fn new(s: &DenseClSettings, ctx: &BuildContext) -> anyhow::Result<Self> {
         let mut o = Online::new(ctx)?;
         // The dense head has the projector's shape, at every cell (DenseCL's neck).
-        let dense_cfg = o.head_cfg;
-        let dense_head = DenseHead::new(dense_cfg, ctx.env.seed, "dense_head", ctx.device)?;
-        o.params.extend_prefixed("dense_head", dense_head.params());
-        let teacher = MomentumEncoder::new(
-            &o.backbone,
-            &o.head,
-            o.head_cfg,
-            Some((&dense_head, dense_cfg)),
-            MomentumSchedule::new(s.momentum, s.momentum_final),
-            ctx.env.seed,
-            true,
-            ctx.device,
-        )?;
+        let dense_head = o.dense_head(ctx)?;
+        let teacher = o.dense_teacher(&dense_head, s.momentum, s.momentum_final, true, ctx)?;
         let d = o.head_cfg.output;
         Ok(Self {
             queue: FifoBank::with_noise(s.queue, &[d, d], ctx.env.seed),

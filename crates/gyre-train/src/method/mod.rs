@@ -32,7 +32,7 @@ use crate::ema::MomentumSchedule;
 use crate::step::{StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
+use gyre_encoders::{DenseHead, ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
 use gyre_kernels::{Device, Result, Tensor};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -419,11 +419,41 @@ impl Online {
         shuffle: bool,
         ctx: &BuildContext,
     ) -> anyhow::Result<MomentumEncoder> {
+        self.teacher_of(None, momentum, momentum_final, shuffle, ctx)
+    }
+
+    /// A head of the projector's shape at every cell (1×1 convolutions) under `dense_head.`.
+    pub fn dense_head(&mut self, ctx: &BuildContext) -> Result<DenseHead> {
+        let d = DenseHead::new(self.head_cfg, ctx.env.seed, "dense_head", ctx.device)?;
+        self.params.extend_prefixed("dense_head", d.params());
+        Ok(d)
+    }
+
+    /// [`Self::teacher`] with an EMA copy of `dense` (made by [`Self::dense_head`]) too.
+    pub fn dense_teacher(
+        &self,
+        dense: &DenseHead,
+        momentum: f64,
+        momentum_final: Option<f64>,
+        shuffle: bool,
+        ctx: &BuildContext,
+    ) -> anyhow::Result<MomentumEncoder> {
+        self.teacher_of(Some(dense), momentum, momentum_final, shuffle, ctx)
+    }
+
+    fn teacher_of(
+        &self,
+        dense: Option<&DenseHead>,
+        momentum: f64,
+        momentum_final: Option<f64>,
+        shuffle: bool,
+        ctx: &BuildContext,
+    ) -> anyhow::Result<MomentumEncoder> {
         MomentumEncoder::new(
             &self.backbone,
             &self.head,
             self.head_cfg,
-            None,
+            dense.map(|d| (d, self.head_cfg)),
             MomentumSchedule::new(momentum, momentum_final),
             ctx.env.seed,
             shuffle,

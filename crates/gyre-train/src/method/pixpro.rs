@@ -14,7 +14,6 @@
 //! projection of view 1 — the projector trains only through that term.
 
 use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError};
-use crate::ema::MomentumSchedule;
 use crate::step::{PairHooks, StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::{Batch, ViewGeometry};
@@ -97,26 +96,16 @@ pub struct PixPro {
 impl PixPro {
     pub fn new(s: &PixProSettings, ctx: &BuildContext) -> anyhow::Result<Self> {
         let mut o = Online::new(ctx)?;
-        let dense_cfg = o.head_cfg;
-        let dense_head = DenseHead::new(dense_cfg, ctx.env.seed, "dense_head", ctx.device)?;
-        let d = dense_cfg.output;
+        let dense_head = o.dense_head(ctx)?;
+        let d = o.head_cfg.output;
         let transform_cfg = ProjectionHeadConfig {
             layers: s.transform_layers,
             ..ProjectionHeadConfig::new(d, d, d)
         };
         let transform = DenseHead::new(transform_cfg, ctx.env.seed, "transform", ctx.device)?;
-        o.params.extend_prefixed("dense_head", dense_head.params());
         o.params.extend_prefixed("transform", transform.params());
-        let teacher = MomentumEncoder::new(
-            &o.backbone,
-            &o.head,
-            o.head_cfg,
-            Some((&dense_head, dense_cfg)),
-            MomentumSchedule::new(s.momentum, s.momentum_final),
-            ctx.env.seed,
-            false,
-            ctx.device,
-        )?;
+        // BYOL-style target: no Shuffle-BN.
+        let teacher = o.dense_teacher(&dense_head, s.momentum, s.momentum_final, false, ctx)?;
         Ok(Self {
             backbone: o.backbone,
             projector: o.head,
