@@ -286,18 +286,7 @@ fn every_method_recipe_trains_ci_sized() {
                 "method.negatives=64",
             ]);
         }
-        let mut args = vec![
-            "train",
-            "--quiet",
-            "--recipe",
-            recipe.to_str().unwrap(),
-            "--run-dir",
-            run.to_str().unwrap(),
-        ];
-        for s in &sets {
-            args.extend(["--set", s]);
-        }
-        let out = gyre(&args, &dir);
+        let out = train_recipe(&recipe, &run, &sets, &dir);
         assert!(
             out.status.success(),
             "{method}: {}",
