@@ -38,9 +38,10 @@ pub struct DenseArgs {
     /// With --dense: held-out clips scored.
     #[arg(long, default_value_t = 100)]
     pub clips: usize,
-    /// With --dense: the scene frames' side in pixels.
-    #[arg(long, default_value_t = 64)]
-    pub scene_size: usize,
+    /// With --dense: the scene frames' side in pixels (default: the run's `data.scenes.clip.size`
+    /// for a scenes run, else 64).
+    #[arg(long)]
+    pub scene_size: Option<usize>,
     /// With --dense: training clips of the pixel linear probe (a 1×1-convolution classifier on
     /// the frozen features against the training clips' class masks, scored by mIoU on the
     /// held-out clips); 0 skips it.
@@ -75,9 +76,15 @@ pub fn run(
     device: &Option<String>,
 ) -> anyhow::Result<()> {
     let device = crate::open_device(device, "cpu")?;
+    // Held-out clips are drawn as a scenes run's own training clips were (its motion, objects and
+    // frame size), else with the generator's defaults.
+    let mut scene = gyre_data::scenes::SceneConfig::default();
     let (backbone, mean, std, model) = match (checkpoint, a.baseline.as_deref()) {
         (Some(run), _) => {
             let r = gyre_train::Recipe::load(&run.join("recipe.toml"), &[])?;
+            if let Some(sc) = &r.data.scenes {
+                scene = sc.clip.clone();
+            }
             let net = gyre_train::checkpoint::load_backbone(run, &r, &device)?;
             let (m, s) = gyre_train::data_setup::run_normalisation(&r)?;
             (Some(net), m, s, run.display().to_string())
@@ -127,9 +134,12 @@ pub fn run(
     let (sources, desc) = scene_sources(&a.scenes_from, true)?;
     let mut proto = SceneProtocol {
         clips: a.clips,
+        scene,
         ..SceneProtocol::default()
     };
-    proto.scene.size = a.scene_size;
+    if let Some(size) = a.scene_size {
+        proto.scene.size = size;
+    }
     proto.scene.validate()?;
     let t0 = std::time::Instant::now();
     let report = evaluate_scenes(&proto, &sources, &source)?;
