@@ -53,6 +53,9 @@ pub struct DenseArgs {
     /// With --dense: the pixel probe's epochs over the training cells.
     #[arg(long, default_value_t = PixelProbe::default().fit.epochs)]
     pub probe_epochs: usize,
+    /// With --dense: the real pairs' working width in pixels (PCK is in working pixels).
+    #[arg(long, default_value_t = 256)]
+    pub pair_width: usize,
     /// With --dense: also score the real ground truth in this folder (`cargo xtask data
     /// dense-gt`).
     #[arg(long)]
@@ -189,15 +192,19 @@ pub fn run(
     }
     if let Some(dir) = &a.dense_gt {
         let dir = dense_gt::locate(Some(dir))?;
-        // Working width 256 pixels, queries every 4.
+        // Queries every 4 working pixels.
+        let w = a.pair_width;
+        if !(32..=4096).contains(&w) {
+            anyhow::bail!("--pair-width: {w} must be in 32..=4096");
+        }
         for row in [
-            evaluate_stereo(&dense_gt::aloe(&dir)?, 256, 4, &source)?,
-            evaluate_stereo(&dense_gt::motorcycle(&dir)?, 256, 4, &source)?,
-            evaluate_homography(&dense_gt::graffiti(&dir)?, 256, 4, &source)?,
+            evaluate_stereo(&dense_gt::aloe(&dir)?, w, 4, &source)?,
+            evaluate_stereo(&dense_gt::motorcycle(&dir)?, w, 4, &source)?,
+            evaluate_homography(&dense_gt::graffiti(&dir)?, w, 4, &source)?,
         ] {
             println!(
                 "{}",
-                serde_json::json!({"model": model, "eval": "correspondence", "data": row.name, "width_px": 256, "pck_at": row.thresholds, "pck": row.pck, "points": row.points})
+                serde_json::json!({"model": model, "eval": "correspondence", "data": row.name, "width_px": w, "pck_at": row.thresholds, "pck": row.pck, "points": row.points})
             );
         }
     }
