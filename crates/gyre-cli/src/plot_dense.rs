@@ -10,8 +10,9 @@ use gyre_train::dense_eval::protocol::FeatureSource;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
-/// Frames `gap` apart for the match plot; the frames shown for propagation.
+/// The match plot pairs frame 0 with this frame.
 const MATCH_GAP: usize = 4;
+/// A match within this many pixels of the true flow is drawn green.
 const CORRECT_PX: f32 = 2.0;
 
 /// An RGB canvas that images are pasted into before plotters draws lines and text on it.
