@@ -282,14 +282,7 @@ pub fn recipe_step_bench(
             .map(|_| rand_distr::Distribution::sample(&normal, &mut rng))
             .collect();
         views.push(Tensor::from_vec(data, (b, ch, s, s), device)?);
-        let whole = gyre_data::ViewGeometry {
-            top: 0.0,
-            left: 0.0,
-            height: s as f32,
-            width: s as f32,
-            flip: false,
-            size: s,
-        };
+        let whole = gyre_data::ViewGeometry::whole(s);
         geometry.push(vec![whole; b]);
     }
     let batch = gyre_data::Batch {

@@ -184,6 +184,18 @@ pub struct ViewGeometry {
 }
 
 impl ViewGeometry {
+    /// The view of a whole `size × size` image: no crop, no flip.
+    pub fn whole(size: usize) -> Self {
+        Self {
+            top: 0.0,
+            left: 0.0,
+            height: size as f32,
+            width: size as f32,
+            flip: false,
+            size,
+        }
+    }
+
     /// The source point that view point `[x, y]` shows.
     pub fn to_source(&self, [x, y]: [f32; 2]) -> [f32; 2] {
         let s = self.size as f32;

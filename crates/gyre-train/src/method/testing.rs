@@ -72,14 +72,7 @@ pub fn random_views(n: usize, b: usize, seed: u64) -> Result<Vec<Tensor>> {
 /// A batch of `b` images with indices 0..b and labels `i mod 4`; two views, each the whole
 /// 16 × 16 image (no crop, no flip).
 pub fn batch(b: usize) -> Batch {
-    let whole = gyre_data::ViewGeometry {
-        top: 0.0,
-        left: 0.0,
-        height: 16.0,
-        width: 16.0,
-        flip: false,
-        size: 16,
-    };
+    let whole = gyre_data::ViewGeometry::whole(16);
     Batch {
         epoch: 0,
         step: 0,
