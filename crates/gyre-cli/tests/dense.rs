@@ -173,7 +173,8 @@ fn every_scene_recipe_trains_ci_sized_and_scores_dense() {
     let mut methods = Vec::new();
     for recipe in &recipes {
         let name = recipe.file_stem().unwrap().to_string_lossy().to_string();
-        let method = name.split('_').next().unwrap().to_string();
+        // `<method>[-variant]_…`: mocov2-irc-dense is MoCo v2 with the plug-in.
+        let method = name.split(['_', '-']).next().unwrap().to_string();
         let entry = gyre_train::method::lookup(&method).unwrap();
         let clips = entry.clips.is_some();
         let run = dir.join(&name);
@@ -202,6 +203,35 @@ fn every_scene_recipe_trains_ci_sized_and_scores_dense() {
             "{name}: {losses:?}"
         );
         assert!(losses.iter().all(|l| l.is_finite()), "{name}: {losses:?}");
+        if name.contains("irc-dense") {
+            // The dense level logs its walk and its auto-pairs' precision against the hidden
+            // flow and classes (diagnostics only) on every step.
+            let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+            let steps: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .filter(|v: &serde_json::Value| v["kind"] == "step")
+                .collect();
+            for key in [
+                "irc_cycle_acc",
+                "irc_pair_precision_flow",
+                "irc_match_precision_flow",
+                "irc_pair_precision_class",
+            ] {
+                for v in &steps {
+                    let x = v[key]
+                        .as_f64()
+                        .unwrap_or_else(|| panic!("{name}: no {key} in {v}"));
+                    assert!((0.0..=1.0).contains(&x), "{name}: {key} = {x}");
+                }
+            }
+            // The auto-pair term (from step 1: the ramp starts at 0) only with auto_pair.
+            assert_eq!(
+                steps.iter().any(|v| !v["irc_pair_loss"].is_null()),
+                name.ends_with("-ap_resnet-mini_scenes"),
+                "{name}"
+            );
+        }
         let summary = summary(&out);
         assert!(
             summary["knn_top1"].is_null(),

@@ -6,7 +6,8 @@
 //!
 //! A sample is an image ([`Sampling::Images`]: every view is a pipeline applied to it) or a clip
 //! of consecutive images ([`Sampling::Clips`]: view `t` is frame `t`, every frame through the same
-//! pipeline, with one draw for the clip or one per frame).
+//! pipeline, with one draw for the clip or one per frame), or a frame paired with another frame of
+//! its clip ([`Sampling::FramePairs`]: view 1 shows the partner, the image-level positive).
 
 use crate::augment::{ViewGeometry, ViewPipeline};
 use crate::dataset::ImageSet;
@@ -34,6 +35,24 @@ pub enum Sampling {
     /// Sample `i` is clip `i`: the images `i·frames .. (i+1)·frames` (a set of whole clips, frame
     /// by frame), through one pipeline, so view `t` is frame `t`.
     Clips { frames: usize, draws: ClipDraws },
+    /// Sample `i` is image `i` of a set of whole `frames`-frame clips, paired with its
+    /// **partner**: the frame `gap` later in the same clip (`gap` earlier when that runs past
+    /// the clip's end), an image-level positive with no known pixel correspondence. View 1 is
+    /// pipeline 1 applied to the partner; every other view `v` is pipeline `v` applied to
+    /// image `i`. [`Batch::partners`] names the partners.
+    FramePairs { frames: usize, gap: usize },
+}
+
+impl Sampling {
+    /// The partner of image `i` under [`Sampling::FramePairs`].
+    pub fn partner(i: usize, frames: usize, gap: usize) -> usize {
+        let t = i % frames;
+        if t + gap < frames {
+            i + gap
+        } else {
+            i - gap
+        }
+    }
 }
 
 /// How the frames of a clip sample draw their augmentation.
@@ -60,6 +79,9 @@ pub struct Batch {
     pub view_shapes: Vec<(usize, usize, usize)>,
     /// Per view, each sample's crop box and flip (the pixel correspondence between views).
     pub geometry: Vec<Vec<ViewGeometry>>,
+    /// Under [`Sampling::FramePairs`], each sample's partner (the dataset index view 1 shows);
+    /// empty otherwise.
+    pub partners: Vec<usize>,
 }
 
 impl Batch {
@@ -112,6 +134,26 @@ impl Loader {
     /// The same loader with samples of another kind. Clips need exactly one pipeline, a set that
     /// is a whole number of clips, and at least one batch of clips.
     pub fn with_sampling(mut self, sampling: Sampling) -> Result<Self, DataError> {
+        if let Sampling::FramePairs { frames, gap } = sampling {
+            let name = &self.data.name;
+            if frames == 0 || !self.data.len().is_multiple_of(frames) {
+                return Err(DataError::Loader(format!(
+                    "{name}: {} images is not a whole number of {frames}-frame clips",
+                    self.data.len()
+                )));
+            }
+            if gap == 0 || gap >= frames {
+                return Err(DataError::Loader(format!(
+                    "{name}: a partner {gap} frames away does not fit {frames}-frame clips (1..={})",
+                    frames.saturating_sub(1)
+                )));
+            }
+            if self.views.len() < 2 {
+                return Err(DataError::Loader(
+                    "frame pairs need at least two views (view 1 shows the partner)".into(),
+                ));
+            }
+        }
         if let Sampling::Clips { frames, .. } = sampling {
             let name = &self.data.name;
             if frames == 0 || !self.data.len().is_multiple_of(frames) {
@@ -141,7 +183,7 @@ impl Loader {
     /// Samples per epoch: images, or clips.
     pub fn samples(&self) -> usize {
         match self.sampling {
-            Sampling::Images => self.data.len(),
+            Sampling::Images | Sampling::FramePairs { .. } => self.data.len(),
             Sampling::Clips { frames, .. } => self.data.len() / frames,
         }
     }
@@ -149,7 +191,7 @@ impl Loader {
     /// Views of every sample: the pipelines, or the frames of a clip.
     pub fn views_per_sample(&self) -> usize {
         match self.sampling {
-            Sampling::Images => self.views.len(),
+            Sampling::Images | Sampling::FramePairs { .. } => self.views.len(),
             Sampling::Clips { frames, .. } => frames,
         }
     }
@@ -177,15 +219,32 @@ impl Loader {
             .par_iter()
             .map(|&i| d.image(i))
             .collect::<Result<_, _>>()?;
+        let partners: Vec<usize> = match self.sampling {
+            Sampling::FramePairs { frames, gap } => indices
+                .iter()
+                .map(|&i| Sampling::partner(i, frames, gap))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let partner_images: Vec<std::borrow::Cow<'_, [u8]>> = partners
+            .par_iter()
+            .map(|&i| d.image(i))
+            .collect::<Result<_, _>>()?;
         let mut views = Vec::with_capacity(self.views.len());
         let mut view_shapes = Vec::with_capacity(self.views.len());
         let mut geometry = Vec::with_capacity(self.views.len());
         for (v, pipe) in self.views.iter().enumerate() {
             let per = pipe.out_len(d.channels);
             let mut out = vec![0f32; b * per];
+            // The stream stays the sample's own when a view shows its partner.
+            let source = if v == 1 && !partners.is_empty() {
+                &partner_images
+            } else {
+                &images
+            };
             let geo: Vec<ViewGeometry> = out
                 .par_chunks_mut(per)
-                .zip(indices.par_iter().zip(images.par_iter()))
+                .zip(indices.par_iter().zip(source.par_iter()))
                 .map_init(Vec::new, |scratch, (dst, (&i, img))| {
                     let mut rng = SampleRng::new(self.cfg.seed, epoch, i as u64, v as u64);
                     pipe.apply(img, dims, &mut rng, dst, scratch)
@@ -205,6 +264,7 @@ impl Loader {
             views,
             view_shapes,
             geometry,
+            partners,
         })
     }
 
@@ -256,6 +316,7 @@ impl Loader {
             views,
             view_shapes: vec![(d.channels, s, s); frames],
             geometry,
+            partners: Vec::new(),
         })
     }
 
@@ -549,5 +610,68 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(e.contains("16 clips, fewer than one batch of 32"), "{e}");
+    }
+
+    /// Frame pairs: view 1 shows the partner (`gap` later in the clip, earlier at its end) with
+    /// the sample's own stream; view 0 is the frame itself, as under image sampling.
+    #[test]
+    fn frame_pairs_show_the_partner_in_view_1() {
+        let v = ViewPipeline::new(strong(), &[0.5; 3], &[0.25; 3]).unwrap();
+        let cfg = LoaderConfig {
+            batch_size: 8,
+            seed: 3,
+            prefetch: 0,
+        };
+        let images = Loader::new(clips(), vec![v.clone(); 3], cfg).unwrap();
+        let pairs = images
+            .clone()
+            .with_sampling(Sampling::FramePairs { frames: 4, gap: 2 })
+            .unwrap();
+        assert_eq!((pairs.samples(), pairs.views_per_sample()), (64, 3));
+        let (a, b) = (
+            images.epoch(0, 0).next().unwrap().unwrap(),
+            pairs.epoch(0, 0).next().unwrap().unwrap(),
+        );
+        assert_eq!(a.indices, b.indices);
+        assert!(a.partners.is_empty());
+        let per = a.views[0].len() / 8;
+        let mut far = 0;
+        for (k, &i) in b.indices.iter().enumerate() {
+            let t = i % 4;
+            let want = if t < 2 { i + 2 } else { i - 2 };
+            assert_eq!(b.partners[k], want);
+            let row = |x: &Vec<f32>| x[k * per..(k + 1) * per].to_vec();
+            assert_eq!(row(&b.views[0]), row(&a.views[0]));
+            assert_eq!(row(&b.views[2]), row(&a.views[2]));
+            assert_eq!(b.geometry[1][k], a.geometry[1][k], "the sample's own draw");
+            // Frames 0 and 2 of a clip are one image: their partner looks like themselves.
+            if t % 2 == 0 {
+                assert_eq!(row(&b.views[1]), row(&a.views[1]));
+            } else {
+                assert_ne!(row(&b.views[1]), row(&a.views[1]));
+                far += 1;
+            }
+        }
+        assert!(far > 0 && far < 8, "both kinds in the batch: {far}");
+        for (s, want) in [
+            (
+                Sampling::FramePairs { frames: 4, gap: 4 },
+                "does not fit 4-frame clips",
+            ),
+            (
+                Sampling::FramePairs { frames: 5, gap: 1 },
+                "not a whole number of 5-frame clips",
+            ),
+        ] {
+            let e = images.clone().with_sampling(s).err().unwrap().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        let one = Loader::new(clips(), vec![v], cfg).unwrap();
+        let e = one
+            .with_sampling(Sampling::FramePairs { frames: 4, gap: 1 })
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("at least two views"), "{e}");
     }
 }

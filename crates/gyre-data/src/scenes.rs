@@ -370,33 +370,17 @@ impl Clip {
 
     /// The true flow from frame `a` to frame `b` (any two frames, either order).
     pub fn flow(&self, a: usize, b: usize) -> Flow {
-        let (s, ta, tb) = (self.size, a as f32, b as f32);
-        let inst_a = self.instance_mask(a);
-        let inst_b = self.instance_mask(b);
+        let s = self.size;
+        let (inst_a, inst_b) = (self.instance_mask(a), self.instance_mask(b));
         let mut displacement = vec![[0.0f32; 2]; s * s];
         let mut valid = vec![false; s * s];
-        let pan_shift = [
-            self.motion.pan_velocity[0] * (ta - tb),
-            self.motion.pan_velocity[1] * (ta - tb),
-        ];
         for y in 0..s {
             for x in 0..s {
                 let i = y * s + x;
                 let p = [x as f32 + 0.5, y as f32 + 0.5];
-                let inst = inst_a[i];
-                let q = if inst == 0 {
-                    [p[0] + pan_shift[0], p[1] + pan_shift[1]]
-                } else {
-                    let tr = &self.motion.tracks[inst as usize - 1];
-                    let (ca, cb) = (tr.centre_at(ta), tr.centre_at(tb));
-                    let k = tr.scale_at(tb) / tr.scale_at(ta);
-                    [cb[0] + k * (p[0] - ca[0]), cb[1] + k * (p[1] - ca[1])]
-                };
+                let (q, ok) = carry(s, inst_a, inst_b, &self.motion, a, b, p);
                 displacement[i] = [q[0] - p[0], q[1] - p[1]];
-                let (qx, qy) = (q[0].floor(), q[1].floor());
-                if qx >= 0.0 && qy >= 0.0 && qx < s as f32 && qy < s as f32 {
-                    valid[i] = inst_b[qy as usize * s + qx as usize] == inst;
-                }
+                valid[i] = ok;
             }
         }
         Flow {
@@ -404,6 +388,118 @@ impl Clip {
             displacement,
             valid,
         }
+    }
+}
+
+/// Where point `p` of frame `a` is in frame `b`, and whether it is visible there (inside the
+/// frame, on the same instance): the background pans, an object's points move and scale with
+/// its track. The instance at `p` is the one of the pixel that contains it.
+fn carry(
+    s: usize,
+    inst_a: &[u8],
+    inst_b: &[u8],
+    motion: &Motion,
+    a: usize,
+    b: usize,
+    p: [f32; 2],
+) -> ([f32; 2], bool) {
+    let (ta, tb) = (a as f32, b as f32);
+    let pixel = |q: [f32; 2]| {
+        let (qx, qy) = (q[0].floor(), q[1].floor());
+        (qx >= 0.0 && qy >= 0.0 && qx < s as f32 && qy < s as f32)
+            .then(|| qy as usize * s + qx as usize)
+    };
+    let Some(pi) = pixel(p) else {
+        return (p, false);
+    };
+    let inst = inst_a[pi];
+    let q = if inst == 0 {
+        [
+            p[0] + motion.pan_velocity[0] * (ta - tb),
+            p[1] + motion.pan_velocity[1] * (ta - tb),
+        ]
+    } else {
+        let tr = &motion.tracks[inst as usize - 1];
+        let (ca, cb) = (tr.centre_at(ta), tr.centre_at(tb));
+        let k = tr.scale_at(tb) / tr.scale_at(ta);
+        [cb[0] + k * (p[0] - ca[0]), cb[1] + k * (p[1] - ca[1])]
+    };
+    let visible = pixel(q).is_some_and(|qi| inst_b[qi] == inst);
+    (q, visible)
+}
+
+/// What a set of clips hides from training, kept for diagnostics only (never a training
+/// signal): every frame's class and instance masks and every clip's motion. Frames are named by
+/// their index in the clips' frames laid end to end (`clip · frames + t`), as the training set
+/// lays them out.
+#[derive(Debug, Clone)]
+pub struct SceneTruth {
+    size: usize,
+    frames: usize,
+    classes: Vec<u8>,
+    instances: Vec<u8>,
+    motions: Vec<Motion>,
+}
+
+impl SceneTruth {
+    pub fn from_clips(clips: &[Clip]) -> Self {
+        let (size, frames) = clips.first().map_or((0, 1), |c| (c.size, c.frames));
+        Self {
+            size,
+            frames,
+            classes: clips
+                .iter()
+                .flat_map(|c| c.classes.iter().copied())
+                .collect(),
+            instances: clips
+                .iter()
+                .flat_map(|c| c.instances.iter().copied())
+                .collect(),
+            motions: clips.iter().map(|c| c.motion.clone()).collect(),
+        }
+    }
+
+    /// Frames in all.
+    pub fn len(&self) -> usize {
+        self.motions.len() * self.frames
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.motions.is_empty()
+    }
+
+    fn mask<'a>(&self, m: &'a [u8], frame: usize) -> &'a [u8] {
+        let n = self.size * self.size;
+        &m[frame * n..(frame + 1) * n]
+    }
+
+    /// Where point `p` (pixel units) of frame `a` is in frame `b`: `None` when the frames are of
+    /// different clips (or out of range), or the point is outside `a`, or not visible in `b`.
+    pub fn track(&self, a: usize, b: usize, p: [f32; 2]) -> Option<[f32; 2]> {
+        let (ca, cb) = (a / self.frames, b / self.frames);
+        if ca != cb || ca >= self.motions.len() {
+            return None;
+        }
+        let (q, visible) = carry(
+            self.size,
+            self.mask(&self.instances, a),
+            self.mask(&self.instances, b),
+            &self.motions[ca],
+            a % self.frames,
+            b % self.frames,
+            p,
+        );
+        visible.then_some(q)
+    }
+
+    /// The class of the pixel of `frame` that contains `p`; `None` outside the frame.
+    pub fn class_at(&self, frame: usize, p: [f32; 2]) -> Option<u8> {
+        let s = self.size as f32;
+        if frame >= self.len() || !(p[0] >= 0.0 && p[1] >= 0.0 && p[0] < s && p[1] < s) {
+            return None;
+        }
+        let i = p[1] as usize * self.size + p[0] as usize;
+        Some(self.mask(&self.classes, frame)[i])
     }
 }
 

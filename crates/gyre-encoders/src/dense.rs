@@ -31,11 +31,19 @@ impl DenseHead {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, _, h, w) = x.dims4()?;
+        let y = self.forward_cells(x, train)?;
+        let d = y.dim(2)?;
+        y.reshape((b, h, w, d))?.permute((0, 3, 1, 2))?.contiguous()
+    }
+
+    /// The same outputs as one row per cell: `[B, H·W, D]`, cells in row-major order.
+    pub fn forward_cells(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let rows = x.permute((0, 2, 3, 1))?.reshape((b * h * w, c))?;
         let y = self.head.forward_t(&rows, train)?;
         let d = y.dim(1)?;
-        y.reshape((b, h, w, d))?.permute((0, 3, 1, 2))?.contiguous()
+        y.reshape((b, h * w, d))
     }
 }
 

@@ -90,11 +90,63 @@ pub fn auto_pair(
     total: u64,
     opts: AutoPairOptions,
 ) -> Result<AutoPairs> {
-    let (n0, d0) = queries.dims2()?;
+    let (_, d0) = queries.dims2()?;
     let (n1, d1) = candidates.dims2()?;
     if d0 != d1 {
         bail!("auto_pair: queries are {d0}-d, candidates {d1}-d");
     }
+    check_options(opts, n1)?;
+    let sim = queries
+        .detach()
+        .matmul(&candidates.detach().t()?)?
+        .to_dtype(DType::F32)?
+        .to_vec2::<f32>()?;
+    let best = sim
+        .iter()
+        .map(|row| best_of_row(row, 0, opts.top_n))
+        .collect();
+    Ok(keep_most_confident(best, step, total, opts))
+}
+
+/// Auto-pairing within blocks (the released code's per-sample matching: a query only meets the
+/// candidates of its own sample): `queries` `[B, n, d]`, `candidates` `[B, m, d]`, both
+/// L2-normalised along `d`. Each query's best candidate is searched in its own block; the kept
+/// fraction ρ is taken over all `B·n` queries together (the code's global top 20% of the batch).
+/// Indices are flat: query `b·n + i`, candidate `b·m + j` (rows of the blocks stacked).
+pub fn auto_pair_blocks(
+    queries: &Tensor,
+    candidates: &Tensor,
+    step: u64,
+    total: u64,
+    opts: AutoPairOptions,
+) -> Result<AutoPairs> {
+    let (b0, _, d0) = queries.dims3()?;
+    let (b1, m, d1) = candidates.dims3()?;
+    if b0 != b1 || d0 != d1 {
+        bail!(
+            "auto_pair_blocks: queries {:?} and candidates {:?} differ in blocks or width",
+            queries.dims(),
+            candidates.dims()
+        );
+    }
+    check_options(opts, m)?;
+    let sim = queries
+        .detach()
+        .matmul(&candidates.detach().transpose(1, 2)?)?
+        .to_dtype(DType::F32)?
+        .to_vec3::<f32>()?;
+    let best = sim
+        .iter()
+        .enumerate()
+        .flat_map(|(b, rows)| {
+            rows.iter()
+                .map(move |row| best_of_row(row, (b * m) as u32, opts.top_n))
+        })
+        .collect();
+    Ok(keep_most_confident(best, step, total, opts))
+}
+
+fn check_options(opts: AutoPairOptions, n1: usize) -> Result<()> {
     if !(0.0..=1.0).contains(&opts.keep_fraction) {
         bail!(
             "auto_pair: keep_fraction must be in [0, 1], got {}",
@@ -104,27 +156,32 @@ pub fn auto_pair(
     if opts.top_n == 0 || opts.top_n > n1 {
         bail!("auto_pair: top_n must be in 1..={n1}, got {}", opts.top_n);
     }
-    let sim = queries
-        .detach()
-        .matmul(&candidates.detach().t()?)?
-        .to_dtype(DType::F32)?
-        .to_vec2::<f32>()?;
-    // Per row: the top_n candidates, by similarity descending then index ascending.
-    let mut best: Vec<(f32, Vec<u32>)> = sim
-        .iter()
-        .map(|row| {
-            let order =
-                |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
-            let mut idx: Vec<u32> = (0..n1 as u32).collect();
-            // A total order (ties by index), so partial selection is deterministic.
-            if opts.top_n < n1 {
-                idx.select_nth_unstable_by(opts.top_n - 1, order);
-            }
-            idx.truncate(opts.top_n);
-            idx.sort_by(order);
-            (row[idx[0] as usize], idx)
-        })
-        .collect();
+    Ok(())
+}
+
+/// A row's `top_n` candidates, by similarity descending then index ascending (a total order, so
+/// partial selection is deterministic), as indices plus `offset`; and the best similarity.
+fn best_of_row(row: &[f32], offset: u32, top_n: usize) -> (f32, Vec<u32>) {
+    let n1 = row.len();
+    let order = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
+    let mut idx: Vec<u32> = (0..n1 as u32).collect();
+    if top_n < n1 {
+        idx.select_nth_unstable_by(top_n - 1, order);
+    }
+    idx.truncate(top_n);
+    idx.sort_by(order);
+    let score = row[idx[0] as usize];
+    (score, idx.into_iter().map(|j| j + offset).collect())
+}
+
+/// The top ρ of the rows by score (ties to the lower row), best first.
+fn keep_most_confident(
+    mut best: Vec<(f32, Vec<u32>)>,
+    step: u64,
+    total: u64,
+    opts: AutoPairOptions,
+) -> AutoPairs {
+    let n0 = best.len();
     let keep = ((opts.keep_fraction * n0 as f64).ceil() as usize).min(n0);
     let mut order: Vec<usize> = (0..n0).collect();
     order.sort_by(|&a, &b| best[b].0.total_cmp(&best[a].0).then(a.cmp(&b)));
@@ -142,7 +199,7 @@ pub fn auto_pair(
         out.score.push(score);
         out.matched.extend(idx);
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
@@ -212,6 +269,55 @@ mod tests {
             ..AutoPairOptions::default()
         };
         assert!(auto_pair(&q, &q, 0, 1, bad).is_err());
+        Ok(())
+    }
+
+    /// Blocks: each query meets only its own block's candidates (a better match in another
+    /// block is ignored), flat indices, and ρ over all the blocks' queries together.
+    #[test]
+    fn blocks_match_within_their_own_sample() -> Result<()> {
+        let dev = gyre_kernels::Device::Cpu;
+        // Block 0: queries e0, e1; candidates e1, e0. Block 1: queries e0, (e0+e1)/√2;
+        // candidates e1, −e0 (so query 0 of block 1 matches nothing well).
+        let r = std::f32::consts::FRAC_1_SQRT_2;
+        let q = Tensor::new(&[[[1f32, 0.], [0., 1.]], [[1., 0.], [r, r]]], &dev)?;
+        let c = Tensor::new(&[[[0f32, 1.], [1., 0.]], [[0., 1.], [-1., 0.]]], &dev)?;
+        let opts = AutoPairOptions {
+            keep_fraction: 1.0,
+            ramp: 0.0,
+            top_n: 1,
+        };
+        let all = auto_pair_blocks(&q, &c, 0, 10, opts)?;
+        // Scores: 1, 1 (block 0), 0 (e0 vs e1 beats −1), r (block 1): sorted 1, 1, r, 0.
+        assert_eq!(all.query, vec![0, 1, 3, 2]);
+        assert_eq!(all.matched, vec![1, 0, 2, 2]);
+        assert!((all.score[2] - r).abs() < 1e-6 && all.score[3].abs() < 1e-6);
+        let half = auto_pair_blocks(
+            &q,
+            &c,
+            0,
+            10,
+            AutoPairOptions {
+                keep_fraction: 0.5,
+                ..opts
+            },
+        )?;
+        assert_eq!(
+            half.query,
+            vec![0, 1],
+            "ρ over the whole batch, not per block"
+        );
+        // One block equals the flat form.
+        let flat = auto_pair(&q.get(0)?, &c.get(0)?, 3, 10, AutoPairOptions::default())?;
+        let blk = auto_pair_blocks(
+            &q.narrow(0, 0, 1)?,
+            &c.narrow(0, 0, 1)?,
+            3,
+            10,
+            AutoPairOptions::default(),
+        )?;
+        assert_eq!(flat, blk);
+        assert!(auto_pair_blocks(&q, &c.narrow(0, 0, 1)?, 0, 10, opts).is_err());
         Ok(())
     }
 }

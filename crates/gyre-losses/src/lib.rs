@@ -23,7 +23,7 @@ pub mod softmax;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use auto_pair::{auto_pair, AutoPairOptions, AutoPairs};
+pub use auto_pair::{auto_pair, auto_pair_blocks, AutoPairOptions, AutoPairs};
 pub use byol::{byol_loss, cosine_rows};
 pub use circulation::{
     circulation_loss, circulation_loss_blocks, circulation_loss_composed, circulation_loss_dense,

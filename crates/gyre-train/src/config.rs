@@ -113,6 +113,12 @@ pub struct DataConfig {
     /// `kind = "video"`: which videos, at what size, cut into which clips.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video: Option<VideoConfig>,
+    /// Clip data (`scenes`, `video`) for an image-level method: pair each frame with the frame
+    /// this many later in its clip (earlier at the clip's end), which view 1 then shows — the
+    /// image-level positive, with no known pixel correspondence (`gyre_data::Sampling::FramePairs`).
+    /// Unset: both views show the frame itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair_gap: Option<usize>,
 }
 
 /// `[data.video]`: the clips of `kind = "video"` (frame folders under `data.root`, default

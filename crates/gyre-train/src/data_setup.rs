@@ -30,6 +30,9 @@ pub struct RunData {
     pub report: LoadReport,
     /// `Some(T)` when the pretraining set is whole clips of `T` frames, clip by clip (scenes).
     pub clip_frames: Option<usize>,
+    /// Scenes: the training clips' hidden masks and motion, frame by frame as the pretraining
+    /// set — for diagnostics only (IRC's dense auto-pair precision), never a training signal.
+    pub scene_truth: Option<Arc<scenes::SceneTruth>>,
 }
 
 /// The embedded split's images each scene split draws on: (garments, tiles and backgrounds).
@@ -117,8 +120,11 @@ fn video_clips(cfg: &VideoConfig, root: Option<&Path>) -> anyhow::Result<ImageSe
     Ok(ImageSet::new(name, (s, s, 3), pixels, None, vec![])?)
 }
 
-/// The training clips' frames as one unlabelled set, clip by clip.
-fn scene_frames(cfg: &ScenesConfig, root: Option<&Path>) -> anyhow::Result<ImageSet> {
+/// The training clips' frames as one unlabelled set, clip by clip, and their hidden truth.
+fn scene_frames(
+    cfg: &ScenesConfig,
+    root: Option<&Path>,
+) -> anyhow::Result<(ImageSet, scenes::SceneTruth)> {
     let (sources, desc) = scene_sources(cfg.sources, root, false)?;
     let clips = scenes::generate(
         &cfg.clip,
@@ -137,7 +143,8 @@ fn scene_frames(cfg: &ScenesConfig, root: Option<&Path>) -> anyhow::Result<Image
         "scenes[{} clips × {} frames, {s} px; {desc}]",
         cfg.clips, cfg.clip.frames
     );
-    Ok(ImageSet::new(name, (s, s, 3), pixels, None, vec![])?)
+    let truth = scenes::SceneTruth::from_clips(&clips);
+    Ok((ImageSet::new(name, (s, s, 3), pixels, None, vec![])?, truth))
 }
 
 /// Images an image folder's normalisation is computed from (evenly spread over the set).
@@ -205,6 +212,7 @@ pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
     // Class-sorted sources take their subset interleaved across classes.
     let mut sorted_by_class = false;
     let mut clip_frames = None;
+    let mut scene_truth = None;
     let (train, test, dataset) = match d.kind {
         DataKind::FashionMnistEmbedded => {
             let all = fashion_mnist::embedded()?;
@@ -282,7 +290,9 @@ pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
         DataKind::Scenes => {
             let cfg = d.scenes.clone().unwrap_or_default();
             clip_frames = Some(cfg.clip.frames);
-            (scene_frames(&cfg, d.root.as_deref())?, None, "scenes")
+            let (frames, truth) = scene_frames(&cfg, d.root.as_deref())?;
+            scene_truth = Some(Arc::new(truth));
+            (frames, None, "scenes")
         }
         DataKind::Video => {
             let cfg = d.video.clone().unwrap_or_default();
@@ -355,6 +365,7 @@ pub fn load(recipe: &Recipe) -> anyhow::Result<RunData> {
         normalisation,
         report,
         clip_frames,
+        scene_truth,
     })
 }
 
@@ -375,8 +386,9 @@ mod tests {
             },
             ..Default::default()
         };
-        let set = scene_frames(&cfg, None).unwrap();
+        let (set, truth) = scene_frames(&cfg, None).unwrap();
         assert_eq!((set.len(), set.height, set.channels), (12, 32, 3));
+        assert_eq!(truth.len(), 12, "the truth names the same frames");
         assert!(set.labels().is_none());
         let (sources, _) = scene_sources(ScenesSources::Embedded, None, false).unwrap();
         let clips = scenes::generate(&cfg.clip, &sources, 0, scenes::TRAIN_SPLIT, 0..3).unwrap();

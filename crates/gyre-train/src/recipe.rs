@@ -453,11 +453,22 @@ impl Recipe {
                 method,
                 cfg,
                 self.head.output,
+                entry.views.0,
                 self.seed,
                 device,
             )?),
             None => method,
         })
+    }
+
+    /// Frames per clip of clip data (scenes: `data.scenes.clip.frames`; video:
+    /// `data.video.clip_frames`); 1 for image data.
+    pub fn clip_frames(&self) -> usize {
+        match self.data.kind {
+            DataKind::Scenes => self.data.scenes.clone().unwrap_or_default().clip.frames,
+            DataKind::Video => self.data.video.clone().unwrap_or_default().clip_frames,
+            _ => 1,
+        }
     }
 
     /// What the method's settings are checked against.
@@ -548,12 +559,24 @@ impl Recipe {
         if let Err(e) = entry.resolve(&self.method.settings, &self.method_env()) {
             return Err(method_error(prov, e));
         }
+        let dense_irc = self
+            .irc
+            .as_ref()
+            .is_some_and(|i| i.level == crate::irc::IrcLevel::Dense);
         let (n_views, what) = entry.views;
+        let (n_views, plus) = if dense_irc {
+            (
+                n_views + 1,
+                ", then a′ of the frame for irc.level = \"dense\"",
+            )
+        } else {
+            (n_views, "")
+        };
         if self.method.views.len() != n_views {
             return bad(
                 "method.views",
                 format!(
-                    "{} needs {n_views} views ({what}), got {}",
+                    "{} needs {n_views} views ({what}{plus}), got {}",
                     entry.name,
                     self.method.views.len()
                 ),
@@ -672,6 +695,30 @@ impl Recipe {
                 ),
             );
         }
+        if let Some(gap) = self.data.pair_gap {
+            if !clip_data {
+                return bad(
+                    "data.pair_gap",
+                    "only clip data (kind = \"scenes\" or \"video\") has frames to pair".into(),
+                );
+            }
+            if entry.clips.is_some() {
+                return bad(
+                    "data.pair_gap",
+                    format!("{} trains on whole clips, not frame pairs", entry.name),
+                );
+            }
+            let frames = self.clip_frames();
+            if gap == 0 || gap >= frames {
+                return bad(
+                    "data.pair_gap",
+                    format!(
+                        "must be in 1..={} for {frames}-frame clips, got {gap}",
+                        frames.saturating_sub(1)
+                    ),
+                );
+            }
+        }
         if clip_data && self.data.subset.is_some() {
             return bad(
                 "data.subset",
@@ -723,6 +770,29 @@ impl Recipe {
             }
             if let Err((field, problem)) = irc.check(self.train.batch_size) {
                 return bad(&field, problem);
+            }
+            if dense_irc {
+                if !entry.dense_pair {
+                    return bad(
+                        "irc.level",
+                        format!(
+                            "\"dense\" walks through the momentum teacher's map of the partner frame; {} has none (use one of {})",
+                            entry.name,
+                            crate::method::REGISTRY
+                                .iter()
+                                .filter(|e| e.dense_pair)
+                                .map(|e| e.name)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
+                if self.data.pair_gap.is_none() {
+                    return bad(
+                        "data.pair_gap",
+                        "irc.level = \"dense\" needs image-level pairs: frames of one clip this many apart".into(),
+                    );
+                }
             }
         }
         positive("optim.lr", self.optim.lr)?;

@@ -50,6 +50,19 @@ pub struct PairHooks {
     /// The method's loss for auto-paired positives: each row of [`AutoPositives::rows`] (a view-1
     /// image) gets its positive, in the method's own objective (each method file says how).
     pub pair_loss: PairLoss,
+    /// The cells behind the pair, for IRC's dense level: methods with a momentum teacher that
+    /// encodes view 2 give them; `None` otherwise.
+    pub dense: Option<DenseHooks>,
+}
+
+/// The backbone maps of a method's pair, for a walk over their cells.
+pub struct DenseHooks {
+    /// View 1's last-stage map `[B, F, h, w]`, online, with gradient (its mean is `view1`).
+    pub view1_map: Tensor,
+    /// The momentum teacher's map of view 2 `[B, F, h, w]`, detached.
+    pub view2_map: Tensor,
+    /// The teacher's momentum this step (a plug-in's EMA heads follow it).
+    pub momentum: f64,
 }
 
 /// A method's loss for auto-paired positives (see [`PairHooks::pair_loss`]).

@@ -119,17 +119,36 @@ impl MomentumEncoder {
     /// detached; `stream` separates several teacher passes of one step (distinct shuffles). An
     /// error before this step's [`Self::update`]: the update comes first (methods.md §9.9).
     pub fn encode(&self, x: &Tensor, ctx: StepContext, stream: u64) -> Result<TeacherOutput> {
+        Ok(self.encode_map(x, ctx, stream)?.0)
+    }
+
+    /// [`Self::encode`] and the backbone's last-stage map `[B, F, h, w]` behind the features
+    /// (whose mean they are), for a plug-in that walks the cells (IRC's dense level).
+    pub fn encode_map(
+        &self,
+        x: &Tensor,
+        ctx: StepContext,
+        stream: u64,
+    ) -> Result<(TeacherOutput, Tensor)> {
         let (xin, unperm) = self.shuffled(x, ctx, stream)?;
-        let f = self.backbone.forward_t(&xin, true)?.detach();
+        let map = self.backbone.forward_dense_t(&xin, true)?.detach();
+        let f = map.mean((2, 3))?;
         let z = self.head.forward_t(&f, true)?.detach();
-        let (f, z) = match unperm {
-            Some(inv) => (f.index_select(&inv, 0)?, z.index_select(&inv, 0)?),
-            None => (f, z),
+        let (f, z, map) = match unperm {
+            Some(inv) => (
+                f.index_select(&inv, 0)?,
+                z.index_select(&inv, 0)?,
+                map.index_select(&inv, 0)?,
+            ),
+            None => (f, z, map),
         };
-        Ok(TeacherOutput {
-            features: f,
-            embeddings: z,
-        })
+        Ok((
+            TeacherOutput {
+                features: f,
+                embeddings: z,
+            },
+            map,
+        ))
     }
 
     /// The dense teacher's map, pooled features, embeddings and dense-head map of `x` (same

@@ -177,6 +177,18 @@ impl Trainer {
                 prefetch: recipe.data.prefetch,
             },
         )?;
+        if let Some(gap) = recipe.data.pair_gap {
+            let frames = data
+                .clip_frames
+                .context("data.pair_gap: the data has no clips to pair frames in")?;
+            loader = loader
+                .with_sampling(Sampling::FramePairs { frames, gap })
+                .with_context(|| format!("data: {}", data.pretrain.name))?;
+        }
+        if let Some(truth) = &data.scene_truth {
+            // Diagnostics only: the method never trains on it.
+            method.attach_truth(truth.clone());
+        }
         if let Some(draws) = recipe.method.entry().and_then(|e| e.clips) {
             let frames = data.clip_frames.with_context(|| {
                 format!(

@@ -182,6 +182,32 @@ fn on_real_images_the_flow_carries_each_pixel_onto_its_colour_and_class() {
         }
         assert!(checked > 48 * 48 / 2, "{a}→{b}: {checked} valid pixels");
     }
+    // The truth kept for diagnostics says the same, for this clip laid after another one.
+    let other = render(
+        &cfg,
+        &sources,
+        &Motion {
+            tracks: vec![],
+            ..motion.clone()
+        },
+    )
+    .unwrap();
+    let truth = SceneTruth::from_clips(&[other, clip.clone()]);
+    assert_eq!(truth.len(), 8);
+    for (a, b) in [(0, 1), (0, 3), (3, 1)] {
+        let f = clip.flow(a, b);
+        for i in (0..48 * 48).step_by(7) {
+            let p = [(i % 48) as f32 + 0.5, (i / 48) as f32 + 0.5];
+            let d = f.displacement[i];
+            let want = f.valid[i].then_some([p[0] + d[0], p[1] + d[1]]);
+            assert_eq!(truth.track(4 + a, 4 + b, p), want, "{a}→{b} at {p:?}");
+            assert_eq!(truth.class_at(4 + a, p), Some(clip.class_mask(a)[i]));
+        }
+    }
+    assert_eq!(truth.track(0, 4, [10.5, 10.5]), None, "frames of two clips");
+    assert_eq!(truth.track(4, 5, [48.5, 10.5]), None, "outside the frame");
+    assert_eq!(truth.class_at(4, [-0.5, 3.0]), None);
+    assert_eq!(truth.class_at(8, [3.0, 3.0]), None);
 }
 
 #[test]

@@ -123,6 +123,7 @@ impl Method for Byol {
                 view2_index: 1,
                 base_v2: t2,
                 pair_loss: Box::new(move |p| byol_loss(&p.queries(&q)?, &p.positives)),
+                dense: None,
             }),
         })
     }

@@ -6,7 +6,7 @@
 //!
 //! The encoder should be dense (`encoder.output_stride`, e.g. 4 or 8); any map works. Heads follow
 //! `[head]` (the reference: no BatchNorm, `Linear–ReLU–Linear` and `1×1–ReLU–1×1`). As the IRC
-//! pair it is MoCo v2's (pooled features, the queue's InfoNCE).
+//! pair it is MoCo v2's (pooled features, the queue's InfoNCE), with both maps for the dense level.
 
 use super::{
     check, info_nce_pair, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError,
@@ -50,6 +50,7 @@ impl Default for DenseClSettings {
 
 impl MethodSettings for DenseClSettings {
     const NAME: &'static str = "densecl";
+    const DENSE_PAIR: bool = true;
 
     fn check(&self, env: &MethodEnv) -> std::result::Result<(), SettingsError> {
         check::positive("temperature", self.temperature)?;
@@ -151,14 +152,14 @@ impl Method for DenseCl {
             loss,
             logs,
             embeddings: q.clone(),
-            pair: Some(info_nce_pair(
-                f1,
-                t.features,
-                t.embeddings,
-                q,
-                queue,
-                self.tau,
-            )),
+            pair: Some(crate::step::PairHooks {
+                dense: Some(crate::step::DenseHooks {
+                    view1_map: map,
+                    view2_map: t.map,
+                    momentum: self.teacher.last_momentum,
+                }),
+                ..info_nce_pair(f1, t.features, t.embeddings, q, queue, self.tau)
+            }),
         })
     }
 

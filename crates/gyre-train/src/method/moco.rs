@@ -11,12 +11,13 @@
 //! As the IRC pair: view-1 online features and view-2 features (online when symmetric, the key
 //! encoder's otherwise, detached); the memory keeps the view-2 keys, and an auto-paired positive
 //! is `InfoNCE(q1[i], m(i), queue)`: the matched entry is the positive, the queue the negatives.
+//! For IRC's dense level it also gives view 1's online map and the key encoder's map of view 2.
 
 use super::{
     check, info_nce_pair, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError,
 };
 use crate::bank::FifoBank;
-use crate::step::{StepContext, StepOutput};
+use crate::step::{DenseHooks, StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
 use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
@@ -55,6 +56,7 @@ impl Default for MocoSettings {
 
 impl MethodSettings for MocoSettings {
     const NAME: &'static str = "mocov2";
+    const DENSE_PAIR: bool = true;
 
     fn check(&self, env: &MethodEnv) -> std::result::Result<(), SettingsError> {
         check::positive("temperature", self.temperature)?;
@@ -96,9 +98,16 @@ impl MocoV2 {
     }
 
     fn online(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let f = self.backbone.forward_t(x, true)?;
-        let z = self.head.forward_t(&f, true)?;
+        let (_, f, z) = self.online_map(x)?;
         Ok((f, z))
+    }
+
+    /// The backbone's map, its mean (the features) and the projector's output.
+    fn online_map(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let map = self.backbone.forward_dense_t(x, true)?;
+        let f = map.mean((2, 3))?;
+        let z = self.head.forward_t(&f, true)?;
+        Ok((map, f, z))
     }
 }
 
@@ -118,8 +127,8 @@ impl Method for MocoV2 {
     fn step(&mut self, views: &[Tensor], _batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
         self.teacher.update(ctx)?;
         let queue = self.queue.field(0, views[0].device())?;
-        let (f1, q1) = self.online(&views[0])?;
-        let t2 = self.teacher.encode(&views[1], ctx, 1)?;
+        let (map1, f1, q1) = self.online_map(&views[0])?;
+        let (t2, map2) = self.teacher.encode_map(&views[1], ctx, 1)?;
         let logs = vec![("momentum", self.teacher.last_momentum)];
         let (loss, f2, keys) = if self.symmetric {
             let (f2, q2) = self.online(&views[1])?;
@@ -135,11 +144,17 @@ impl Method for MocoV2 {
         };
         self.pending = Some(l2_normalize(&keys)?);
         let (q, tau) = (q1.clone(), self.tau);
+        let mut pair = info_nce_pair(f1, f2, t2.embeddings, q, queue, tau);
+        pair.dense = Some(DenseHooks {
+            view1_map: map1,
+            view2_map: map2,
+            momentum: self.teacher.last_momentum,
+        });
         Ok(StepOutput {
             loss,
             logs,
             embeddings: q1,
-            pair: Some(info_nce_pair(f1, f2, t2.embeddings, q, queue, tau)),
+            pair: Some(pair),
         })
     }
 

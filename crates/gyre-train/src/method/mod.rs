@@ -81,6 +81,9 @@ pub trait Method {
     fn take_eval_stats(&mut self) -> Option<serde_json::Value> {
         None
     }
+    /// The training clips' hidden masks and flow, for diagnostics only (IRC's dense level
+    /// scores its auto-pairs against them); never a training signal. Most methods ignore it.
+    fn attach_truth(&mut self, _truth: std::sync::Arc<gyre_data::scenes::SceneTruth>) {}
 }
 
 /// What a method's settings are checked against and built with: the rest of the recipe.
@@ -130,6 +133,9 @@ pub trait MethodSettings: Serialize + DeserializeOwned + 'static {
     /// augmentation pipeline, drawn per clip or per frame; the data must be whole clips, as
     /// `kind = "scenes"`).
     const CLIPS: Option<gyre_data::ClipDraws> = None;
+    /// Whether its step gives the cell maps of its pair ([`crate::step::DenseHooks`]: view 1's
+    /// online map and a momentum teacher's map of view 2), as IRC's dense level needs.
+    const DENSE_PAIR: bool = false;
     /// Fills the defaults that depend on the rest of the recipe (`head.hidden`, …).
     fn resolve(&mut self, _env: &MethodEnv) {}
     /// Checks the (resolved) values against the rest of the recipe.
@@ -145,6 +151,8 @@ pub struct MethodEntry {
     pub views: (usize, &'static str),
     /// Whether its samples are clips, and how their frames draw ([`MethodSettings::CLIPS`]).
     pub clips: Option<gyre_data::ClipDraws>,
+    /// Whether it gives the dense level's cell maps ([`MethodSettings::DENSE_PAIR`]).
+    pub dense_pair: bool,
     /// The `[method]` keys it reads (besides `name` and `views`).
     pub keys: fn() -> &'static [&'static str],
     resolve: fn(&toml::Table, &MethodEnv) -> std::result::Result<toml::Table, SettingsError>,
@@ -178,6 +186,7 @@ pub const fn entry<S: MethodSettings>() -> MethodEntry {
         name: S::NAME,
         views: S::VIEWS,
         clips: S::CLIPS,
+        dense_pair: S::DENSE_PAIR,
         keys: settings_keys::<S>,
         resolve: resolve_settings::<S>,
         build: build_from::<S>,
@@ -380,6 +389,7 @@ pub(crate) fn info_nce_pair(
         pair_loss: Box::new(move |p| {
             gyre_losses::info_nce(&p.queries(&q)?, &p.positives, &queue, tau)
         }),
+        dense: None,
     }
 }
 

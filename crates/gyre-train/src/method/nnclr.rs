@@ -151,6 +151,7 @@ impl Method for Nnclr {
                 view2_index: 1,
                 base_v2: z2,
                 pair_loss: Box::new(move |p| nnclr_loss(&p.positives, &p.queries(&q)?, tau)),
+                dense: None,
             }),
         })
     }

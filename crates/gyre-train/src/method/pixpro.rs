@@ -224,6 +224,7 @@ impl Method for PixPro {
                 view2_index: 1,
                 base_v2: t2.embeddings,
                 pair_loss: Box::new(move |p| byol_loss(&p.queries(&q)?, &p.positives)),
+                dense: None,
             }),
         })
     }

@@ -85,6 +85,7 @@ impl Method for SimClr {
                 pair_loss: Box::new(move |p| {
                     nt_xent_extra_positives(&qa, &qb, &p.rows, &p.positives, tau)
                 }),
+                dense: None,
             }),
         })
     }

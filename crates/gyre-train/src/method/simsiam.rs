@@ -91,6 +91,7 @@ impl Method for SimSiam {
                 view2_index: 1,
                 base_v2: z2,
                 pair_loss: Box::new(move |p| simsiam_loss(&p.queries(&q)?, &p.positives)),
+                dense: None,
             }),
         })
     }

@@ -80,7 +80,8 @@ pub fn batch(b: usize) -> Batch {
         labels: Some((0..b as u32).map(|i| i % 4).collect()),
         views: Vec::new(),
         view_shapes: Vec::new(),
-        geometry: vec![vec![whole; b]; 2],
+        geometry: vec![vec![whole; b]; 3],
+        partners: Vec::new(),
     }
 }
 

@@ -353,3 +353,65 @@ fn composition_errors_name_the_file_and_the_key() {
     );
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// Issue 22: the dense level's recipe keys — frame pairs only on clip data and within a clip,
+/// the dense level only with frame pairs, a base that gives cell maps and a third view, and
+/// instance-only keys refused there (and the dense-only ones at instance level).
+#[test]
+fn the_dense_level_and_frame_pairs_are_checked() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
+    let load = |file: &str, sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Recipe::load(&root.join(file), &sets)
+    };
+    let ok = load("mocov2-irc-dense-ap_resnet-mini_scenes.toml", &[]).unwrap();
+    let irc = ok.irc.as_ref().unwrap();
+    assert_eq!(irc.level, crate::irc::IrcLevel::Dense);
+    assert_eq!(irc.memory_kind(), crate::irc::MemoryKind::Ema);
+    assert_eq!((irc.pair_tau(), irc.pair_queue_rows()), (0.2, 4096));
+    assert_eq!(ok.data.pair_gap, Some(2));
+    let e = |file: &str, sets: &[&str]| load(file, sets).unwrap_err().to_string();
+    let dense = "mocov2-irc-dense_resnet-mini_scenes.toml";
+    for (sets, want) in [
+        (&["data.pair_gap=8"][..], "data.pair_gap: must be in 1..=7 for 8-frame clips, got 8"),
+        (&["data.pair_gap=0"][..], "data.pair_gap: must be in 1..=7"),
+        (&["method.views=[\"strong\", \"strong\"]"][..], "method.views: mocov2 needs 3 views (two views of each image, then a′ of the frame for irc.level = \"dense\"), got 2"),
+        (&["irc.memory=256"][..], "irc.memory: the dense level walks through the partner frame's cells"),
+        (&["irc.memory_size=256"][..], "irc.memory_size: only the instance level"),
+        (&["irc.top_n=2"][..], "irc.top_n: the dense level pairs each cell with its top-1"),
+        (&["irc.pair_queue=100"][..], "irc.pair_queue: must be a positive multiple of the batch size (64)"),
+        (&["irc.pair_temperature=0"][..], "irc.pair_temperature: must be a positive number"),
+    ] {
+        let got = e(dense, sets);
+        assert!(got.contains(want), "{sets:?}: {got}");
+    }
+    // The dense level without frame pairs: the scenes recipe without pair_gap.
+    let got = e(
+        "mocov2_resnet-mini_scenes.toml",
+        &[
+            "irc.level=\"dense\"",
+            "method.views=[\"strong\", \"strong\", \"strong\"]",
+        ],
+    );
+    assert!(
+        got.contains("data.pair_gap: irc.level = \"dense\" needs image-level pairs"),
+        "{got}"
+    );
+    let got = e(
+        "simclr_resnet-mini_fmnist.toml",
+        &[
+            "irc.level=\"dense\"",
+            "method.views=[\"strong\", \"strong\", \"strong\"]",
+        ],
+    );
+    assert!(got.contains("irc.level: \"dense\" walks through the momentum teacher's map of the partner frame; simclr has none (use one of mocov2, densecl)"), "{got}");
+    assert!(e("mocov2_resnet-mini_fmnist.toml", &["data.pair_gap=2"])
+        .contains("data.pair_gap: only clip data"));
+    assert!(e("crw_resnet-mini_scenes.toml", &["data.pair_gap=2"])
+        .contains("data.pair_gap: crw trains on whole clips, not frame pairs"));
+    assert!(e(
+        "mocov2-irc_resnet-mini_fmnist.toml",
+        &["irc.pair_queue=4096"]
+    )
+    .contains("irc.pair_queue: only level = \"dense\" reads it"));
+}

@@ -1,5 +1,7 @@
-//! The IRC plug-in (`[irc]`): an instance-level implicit relation circulation added to any
-//! two-view method by one wrapper, [`Irc`], around the method. Every method exposes its Task S
+//! The IRC plug-in (`[irc]`): an implicit relation circulation added to any two-view method by
+//! one wrapper, [`Irc`], around the method — at instance level (this module: images walk through
+//! a memory of past images) or at pixel level (`level = "dense"`, [`dense`]: the cells of one
+//! frame walk through the cells of an image-level partner frame). Every method exposes its Task S
 //! pair ([`PairHooks`]: both views' backbone features, the view-2 embeddings to remember, and
 //! its own loss for extra positives); no method holds IRC state, checkpoint or statistics code.
 //!
@@ -25,6 +27,8 @@
 //! 4. After the optimiser step (with the method's own queue writes): the batch enters the memory.
 //!
 //! The walk starts once the memory holds one batch; until then the cycle loss is 0.
+
+pub mod dense;
 
 use crate::bank::{FifoBank, NO_LABEL};
 use crate::ema::EmaTeacher;
@@ -53,12 +57,6 @@ pub enum MemoryKind {
 pub enum MemoryChoice {
     Rows(usize),
     Kind(MemoryKind),
-}
-
-impl Default for MemoryChoice {
-    fn default() -> Self {
-        MemoryChoice::Kind(MemoryKind::Online)
-    }
 }
 
 impl Serialize for MemoryChoice {
@@ -105,20 +103,36 @@ impl<'de> Deserialize<'de> for MemoryChoice {
     }
 }
 
+/// What the walk's groups are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IrcLevel {
+    /// Images: view 1 → a memory of past images → view 2 (this module).
+    #[default]
+    Instance,
+    /// Pixels: the cells of view a of a frame → the cells of its image-level partner → the cells
+    /// of view a′ of the frame ([`dense`]); needs frame pairs (`data.pair_gap`).
+    Dense,
+}
+
 /// The `[irc]` section; absent = off. See docs/methods.md.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IrcConfig {
+    /// Instance (default) or dense.
+    #[serde(default)]
+    pub level: IrcLevel,
     /// λ_c, the weight of the circulation loss.
     #[serde(default = "d_irc_weight")]
     pub weight: f64,
     /// τ_c of both hops of the walk.
     #[serde(default = "d_irc_tau")]
     pub temperature: f64,
-    /// The middle group's source: `"online"` or `"ema"` (see the module doc); a number is the
-    /// older shorthand for an online memory of that many rows.
-    #[serde(default)]
-    pub memory: MemoryChoice,
+    /// The middle group's source: `"online"` or `"ema"` (see the module doc; default online at
+    /// instance level, ema at dense level); a number is the older shorthand for an online memory
+    /// of that many rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryChoice>,
     /// K, rows of the memory the walk crosses; default 4096.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_size: Option<usize>,
@@ -146,6 +160,13 @@ pub struct IrcConfig {
     /// Memory entries averaged per match (1: top-1).
     #[serde(default = "d_irc_top_n")]
     pub top_n: usize,
+    /// Dense level: τ of the auto-paired dense InfoNCE (default 0.2, DenseCL's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair_temperature: Option<f64>,
+    /// Dense level: rows of its queue of pooled dense keys, the InfoNCE's negatives (default
+    /// 4096; a multiple of the batch size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair_queue: Option<usize>,
 }
 fn d_irc_weight() -> f64 {
     1.0
@@ -178,40 +199,113 @@ pub const DEFAULT_MEMORY_ROWS: usize = 4096;
 impl IrcConfig {
     pub fn memory_kind(&self) -> MemoryKind {
         match self.memory {
-            MemoryChoice::Rows(_) => MemoryKind::Online,
-            MemoryChoice::Kind(k) => k,
+            Some(MemoryChoice::Rows(_)) => MemoryKind::Online,
+            Some(MemoryChoice::Kind(k)) => k,
+            None if self.level == IrcLevel::Dense => MemoryKind::Ema,
+            None => MemoryKind::Online,
         }
     }
 
     /// K, the memory's rows.
     pub fn memory_rows(&self) -> usize {
         match self.memory {
-            MemoryChoice::Rows(n) => n,
-            MemoryChoice::Kind(_) => self.memory_size.unwrap_or(DEFAULT_MEMORY_ROWS),
+            Some(MemoryChoice::Rows(n)) => n,
+            _ => self.memory_size.unwrap_or(DEFAULT_MEMORY_ROWS),
         }
     }
 
     /// The key that sets the memory's rows, for messages.
     fn rows_key(&self) -> &'static str {
         match self.memory {
-            MemoryChoice::Rows(_) => "irc.memory",
-            MemoryChoice::Kind(_) => "irc.memory_size",
+            Some(MemoryChoice::Rows(_)) => "irc.memory",
+            _ => "irc.memory_size",
         }
     }
 
-    /// The resolved form: `memory` names the source, `memory_size` the rows.
+    /// τ of the dense level's auto-paired InfoNCE.
+    pub fn pair_tau(&self) -> f64 {
+        self.pair_temperature.unwrap_or(0.2)
+    }
+
+    /// Rows of the dense level's queue.
+    pub fn pair_queue_rows(&self) -> usize {
+        self.pair_queue.unwrap_or(DEFAULT_MEMORY_ROWS)
+    }
+
+    /// The resolved form: `memory` names the source; at instance level `memory_size` the rows,
+    /// at dense level `pair_temperature` and `pair_queue` their values.
     pub fn resolved(&self) -> Self {
-        Self {
-            memory: MemoryChoice::Kind(self.memory_kind()),
-            memory_size: Some(self.memory_rows()),
-            ..self.clone()
+        let memory = Some(MemoryChoice::Kind(self.memory_kind()));
+        match self.level {
+            IrcLevel::Instance => Self {
+                memory,
+                memory_size: Some(self.memory_rows()),
+                ..self.clone()
+            },
+            IrcLevel::Dense => Self {
+                memory,
+                pair_temperature: Some(self.pair_tau()),
+                pair_queue: Some(self.pair_queue_rows()),
+                ..self.clone()
+            },
         }
     }
 
     /// Checks every value for batches of `batch_size`; `Err((field, problem))`.
     pub fn check(&self, batch_size: usize) -> std::result::Result<(), (String, String)> {
         let bad = |f: &str, p: String| Err((f.to_string(), p));
-        if let (MemoryChoice::Rows(_), Some(_)) = (self.memory, self.memory_size) {
+        match self.level {
+            IrcLevel::Dense => {
+                if let Some(MemoryChoice::Rows(_)) = self.memory {
+                    return bad(
+                        "irc.memory",
+                        "the dense level walks through the partner frame's cells, not a memory of rows: say \"ema\" or \"online\"".into(),
+                    );
+                }
+                if self.memory_size.is_some() {
+                    return bad(
+                        "irc.memory_size",
+                        "only the instance level has a memory of past images".into(),
+                    );
+                }
+                if self.top_n != 1 {
+                    return bad(
+                        "irc.top_n",
+                        "the dense level pairs each cell with its top-1 partner cell".into(),
+                    );
+                }
+                if let Some(t) = self
+                    .pair_temperature
+                    .filter(|t| !(*t > 0.0 && t.is_finite()))
+                {
+                    return bad(
+                        "irc.pair_temperature",
+                        format!("must be a positive number, got {t}"),
+                    );
+                }
+                let q = self.pair_queue_rows();
+                if q == 0 || q > crate::config::MAX_ROWS || !q.is_multiple_of(batch_size.max(1)) {
+                    return bad(
+                        "irc.pair_queue",
+                        format!(
+                            "must be a positive multiple of the batch size ({batch_size}) up to {}, got {q}",
+                            crate::config::MAX_ROWS
+                        ),
+                    );
+                }
+            }
+            IrcLevel::Instance => {
+                for (key, set) in [
+                    ("irc.pair_temperature", self.pair_temperature.is_some()),
+                    ("irc.pair_queue", self.pair_queue.is_some()),
+                ] {
+                    if set {
+                        return bad(key, "only level = \"dense\" reads it".into());
+                    }
+                }
+            }
+        }
+        if let (Some(MemoryChoice::Rows(_)), Some(_)) = (self.memory, self.memory_size) {
             return bad(
                 "irc.memory",
                 "a number is the online memory's size; with irc.memory_size set, say memory = \"online\" or \"ema\"".into(),
@@ -548,20 +642,28 @@ impl IrcPlugin {
     }
 }
 
+/// The plug-in at its level.
+enum Plugin {
+    Instance(IrcPlugin),
+    Dense(dense::DensePlugin),
+}
+
 /// Any method with the IRC plug-in: the method's step, then the cycle (and auto-pairs) on the
 /// pair it exposes; the method's state and the plug-in's in one checkpoint; both diagnostics.
 pub struct Irc {
     inner: Box<dyn Method>,
-    plugin: IrcPlugin,
+    plugin: Plugin,
     params: ParamStore,
 }
 
 impl Irc {
-    /// Wraps `inner`, whose base embeddings are `base_dim` wide.
+    /// Wraps `inner`, whose base embeddings are `base_dim` wide and whose step takes `views`
+    /// views (the dense level's `a′` is the next one).
     pub fn new(
         inner: Box<dyn Method>,
         cfg: &IrcConfig,
         base_dim: usize,
+        views: usize,
         seed: u64,
         device: &Device,
     ) -> anyhow::Result<Self> {
@@ -569,7 +671,24 @@ impl Irc {
         for p in inner.params().all() {
             params.push_renamed(p, &p.name);
         }
-        let plugin = IrcPlugin::new(cfg, inner.backbone(), base_dim, seed, device, &mut params)?;
+        let plugin = match cfg.level {
+            IrcLevel::Instance => Plugin::Instance(IrcPlugin::new(
+                cfg,
+                inner.backbone(),
+                base_dim,
+                seed,
+                device,
+                &mut params,
+            )?),
+            IrcLevel::Dense => Plugin::Dense(dense::DensePlugin::new(
+                cfg,
+                inner.backbone(),
+                views,
+                seed,
+                device,
+                &mut params,
+            )?),
+        };
         Ok(Self {
             inner,
             plugin,
@@ -577,8 +696,12 @@ impl Irc {
         })
     }
 
-    pub fn plugin(&self) -> &IrcPlugin {
-        &self.plugin
+    /// The instance-level plug-in (`None` at dense level).
+    pub fn plugin(&self) -> Option<&IrcPlugin> {
+        match &self.plugin {
+            Plugin::Instance(p) => Some(p),
+            Plugin::Dense(_) => None,
+        }
     }
 }
 
@@ -597,24 +720,42 @@ impl Method for Irc {
 
     fn step(&mut self, views: &[Tensor], batch: &Batch, ctx: StepContext) -> Result<StepOutput> {
         let mut out = self.inner.step(views, batch, ctx)?;
-        self.plugin.add_to(&mut out, views, batch, ctx)?;
+        match &mut self.plugin {
+            Plugin::Instance(p) => p.add_to(&mut out, views, batch, ctx)?,
+            Plugin::Dense(p) => p.add_to(&mut out, self.inner.backbone(), views, batch, ctx)?,
+        }
         Ok(out)
     }
 
     fn after_step(&mut self, ctx: StepContext) -> Result<()> {
         self.inner.after_step(ctx)?;
-        self.plugin.remember()
+        match &mut self.plugin {
+            Plugin::Instance(p) => p.remember(),
+            Plugin::Dense(p) => p.remember(),
+        }
     }
 
     fn state(&self) -> Result<Vec<(String, Tensor)>> {
         let mut v = self.inner.state()?;
-        v.extend(self.plugin.state()?);
+        v.extend(match &self.plugin {
+            Plugin::Instance(p) => p.state()?,
+            Plugin::Dense(p) => p.state()?,
+        });
         Ok(v)
     }
 
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
         self.inner.load_state(t)?;
-        self.plugin.load_state(t)
+        match &mut self.plugin {
+            Plugin::Instance(p) => p.load_state(t),
+            Plugin::Dense(p) => p.load_state(t),
+        }
+    }
+
+    fn attach_truth(&mut self, truth: std::sync::Arc<gyre_data::scenes::SceneTruth>) {
+        if let Plugin::Dense(p) = &mut self.plugin {
+            p.attach_truth(truth);
+        }
     }
 
     fn take_eval_stats(&mut self) -> Option<serde_json::Value> {
@@ -622,9 +763,11 @@ impl Method for Irc {
             .inner
             .take_eval_stats()
             .unwrap_or_else(|| serde_json::json!({}));
-        if let (Some(o), serde_json::Value::Object(irc)) =
-            (v.as_object_mut(), self.plugin.take_stats())
-        {
+        let stats = match &mut self.plugin {
+            Plugin::Instance(p) => p.take_stats(),
+            Plugin::Dense(p) => p.take_stats(),
+        };
+        if let (Some(o), serde_json::Value::Object(irc)) = (v.as_object_mut(), stats) {
             o.extend(irc);
         }
         Some(v)
@@ -658,7 +801,7 @@ mod tests {
         let inner = entry.build(&settings, &f.build_context())?;
         let cfg = ema_config();
         assert_eq!(cfg.memory_kind(), MemoryKind::Ema);
-        let mut irc = Irc::new(inner, &cfg, f.head.output, 0, &f.device)?;
+        let mut irc = Irc::new(inner, &cfg, f.head.output, 2, 0, &f.device)?;
         // The independent copy: same architecture, its own tensors.
         let net = ResNet::new(irc.backbone().config().clone(), 99, &f.device)?;
         let head_cfg = ProjectionHeadConfig::new(net.feature_dim(), 16, 8);
@@ -694,7 +837,7 @@ mod tests {
                 }
             }
             irc.after_step(ctx(s))?;
-            let (rows, _) = irc.plugin().memory(&f.device)?;
+            let (rows, _) = irc.plugin().expect("instance level").memory(&f.device)?;
             let got = rows.narrow(0, 8 * s as usize, 8)?;
             let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(
@@ -722,7 +865,7 @@ mod tests {
         let r = old.resolved();
         assert_eq!(
             (r.memory, r.memory_size),
-            (MemoryChoice::Kind(MemoryKind::Online), Some(256))
+            (Some(MemoryChoice::Kind(MemoryKind::Online)), Some(256))
         );
         let ema = parse("memory = \"ema\"").unwrap();
         assert_eq!(
