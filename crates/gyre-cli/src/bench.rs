@@ -294,6 +294,7 @@ pub fn recipe_step_bench(
         view_shapes: pipes.iter().map(|a| (ch, a.size, a.size)).collect(),
         geometry,
         partners: Vec::new(),
+        second_partners: Vec::new(),
     };
     let total = (warmup + steps) as u64;
     let lr = recipe.effective_lr();

@@ -40,18 +40,26 @@ pub enum Sampling {
     /// the clip's end), an image-level positive with no known pixel correspondence. View 1 is
     /// pipeline 1 applied to the partner; every other view `v` is pipeline `v` applied to
     /// image `i`. [`Batch::partners`] names the partners.
-    FramePairs { frames: usize, gap: usize },
+    ///
+    /// With `links = 2`, a chain: the partner and the frame `gap` beyond it, in the direction
+    /// that keeps both in the clip (later when `t + 2·gap` is in it, else earlier); view 3 shows
+    /// the second ([`Batch::second_partners`]).
+    FramePairs {
+        frames: usize,
+        gap: usize,
+        links: usize,
+    },
 }
 
 impl Sampling {
-    /// The partner of image `i` under [`Sampling::FramePairs`].
-    pub fn partner(i: usize, frames: usize, gap: usize) -> usize {
+    /// The partners of image `i` under [`Sampling::FramePairs`]: `links` frames, each `gap`
+    /// beyond the previous.
+    pub fn partners(i: usize, frames: usize, gap: usize, links: usize) -> Vec<usize> {
         let t = i % frames;
-        if t + gap < frames {
-            i + gap
-        } else {
-            i - gap
-        }
+        let forward = t + links * gap < frames;
+        (1..=links)
+            .map(|k| if forward { i + k * gap } else { i - k * gap })
+            .collect()
     }
 }
 
@@ -82,6 +90,8 @@ pub struct Batch {
     /// Under [`Sampling::FramePairs`], each sample's partner (the dataset index view 1 shows);
     /// empty otherwise.
     pub partners: Vec<usize>,
+    /// Under a two-link [`Sampling::FramePairs`], the frame view 3 shows; empty otherwise.
+    pub second_partners: Vec<usize>,
 }
 
 impl Batch {
@@ -134,7 +144,7 @@ impl Loader {
     /// The same loader with samples of another kind. Clips need exactly one pipeline, a set that
     /// is a whole number of clips, and at least one batch of clips.
     pub fn with_sampling(mut self, sampling: Sampling) -> Result<Self, DataError> {
-        if let Sampling::FramePairs { frames, gap } = sampling {
+        if let Sampling::FramePairs { frames, gap, links } = sampling {
             let name = &self.data.name;
             if frames == 0 || !self.data.len().is_multiple_of(frames) {
                 return Err(DataError::Loader(format!(
@@ -142,16 +152,22 @@ impl Loader {
                     self.data.len()
                 )));
             }
-            if gap == 0 || gap >= frames {
+            if !(1..=2).contains(&links) {
                 return Err(DataError::Loader(format!(
-                    "{name}: a partner {gap} frames away does not fit {frames}-frame clips (1..={})",
-                    frames.saturating_sub(1)
+                    "frame pairs link 1 or 2 partners, not {links}"
                 )));
             }
-            if self.views.len() < 2 {
-                return Err(DataError::Loader(
-                    "frame pairs need at least two views (view 1 shows the partner)".into(),
-                ));
+            if gap == 0 || links * gap >= frames {
+                return Err(DataError::Loader(format!(
+                    "{name}: {links} partner(s) {gap} frames apart do not fit {frames}-frame clips"
+                )));
+            }
+            let need = if links == 2 { 4 } else { 2 };
+            if self.views.len() < need {
+                return Err(DataError::Loader(format!(
+                    "frame pairs with {links} partner(s) need at least {need} views (view 1 shows the partner{})",
+                    if links == 2 { ", view 3 the second" } else { "" }
+                )));
             }
         }
         if let Sampling::Clips { frames, .. } = sampling {
@@ -219,17 +235,19 @@ impl Loader {
             .par_iter()
             .map(|&i| d.image(i))
             .collect::<Result<_, _>>()?;
-        let partners: Vec<usize> = match self.sampling {
-            Sampling::FramePairs { frames, gap } => indices
+        let chains: Vec<Vec<usize>> = match self.sampling {
+            Sampling::FramePairs { frames, gap, links } => indices
                 .iter()
-                .map(|&i| Sampling::partner(i, frames, gap))
+                .map(|&i| Sampling::partners(i, frames, gap, links))
                 .collect(),
             _ => Vec::new(),
         };
-        let partner_images: Vec<std::borrow::Cow<'_, [u8]>> = partners
-            .par_iter()
-            .map(|&i| d.image(i))
-            .collect::<Result<_, _>>()?;
+        let partners: Vec<usize> = chains.iter().map(|p| p[0]).collect();
+        let second_partners: Vec<usize> = chains.iter().filter_map(|p| p.get(1).copied()).collect();
+        let load = |ix: &[usize]| -> Result<Vec<std::borrow::Cow<'_, [u8]>>, DataError> {
+            ix.par_iter().map(|&i| d.image(i)).collect()
+        };
+        let (partner_images, second_images) = (load(&partners)?, load(&second_partners)?);
         let mut views = Vec::with_capacity(self.views.len());
         let mut view_shapes = Vec::with_capacity(self.views.len());
         let mut geometry = Vec::with_capacity(self.views.len());
@@ -237,10 +255,10 @@ impl Loader {
             let per = pipe.out_len(d.channels);
             let mut out = vec![0f32; b * per];
             // The stream stays the sample's own when a view shows its partner.
-            let source = if v == 1 && !partners.is_empty() {
-                &partner_images
-            } else {
-                &images
+            let source = match v {
+                1 if !partners.is_empty() => &partner_images,
+                3 if !second_partners.is_empty() => &second_images,
+                _ => &images,
             };
             let geo: Vec<ViewGeometry> = out
                 .par_chunks_mut(per)
@@ -265,6 +283,7 @@ impl Loader {
             view_shapes,
             geometry,
             partners,
+            second_partners,
         })
     }
 
@@ -317,6 +336,7 @@ impl Loader {
             view_shapes: vec![(d.channels, s, s); frames],
             geometry,
             partners: Vec::new(),
+            second_partners: Vec::new(),
         })
     }
 
@@ -625,7 +645,11 @@ mod tests {
         let images = Loader::new(clips(), vec![v.clone(); 3], cfg).unwrap();
         let pairs = images
             .clone()
-            .with_sampling(Sampling::FramePairs { frames: 4, gap: 2 })
+            .with_sampling(Sampling::FramePairs {
+                frames: 4,
+                gap: 2,
+                links: 1,
+            })
             .unwrap();
         assert_eq!((pairs.samples(), pairs.views_per_sample()), (64, 3));
         let (a, b) = (
@@ -655,23 +679,93 @@ mod tests {
         assert!(far > 0 && far < 8, "both kinds in the batch: {far}");
         for (s, want) in [
             (
-                Sampling::FramePairs { frames: 4, gap: 4 },
-                "does not fit 4-frame clips",
+                Sampling::FramePairs {
+                    frames: 4,
+                    gap: 4,
+                    links: 1,
+                },
+                "do not fit 4-frame clips",
             ),
             (
-                Sampling::FramePairs { frames: 5, gap: 1 },
+                Sampling::FramePairs {
+                    frames: 5,
+                    gap: 1,
+                    links: 1,
+                },
                 "not a whole number of 5-frame clips",
             ),
         ] {
             let e = images.clone().with_sampling(s).err().unwrap().to_string();
             assert!(e.contains(want), "{e}");
         }
-        let one = Loader::new(clips(), vec![v], cfg).unwrap();
+        let one = Loader::new(clips(), vec![v.clone()], cfg).unwrap();
         let e = one
-            .with_sampling(Sampling::FramePairs { frames: 4, gap: 1 })
+            .with_sampling(Sampling::FramePairs {
+                frames: 4,
+                gap: 1,
+                links: 1,
+            })
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("at least two views"), "{e}");
+        assert!(e.contains("need at least 2 views"), "{e}");
+        // A chain of two links: partner and second partner in one direction within the clip,
+        // view 3 showing the second.
+        let chains = Loader::new(clips(), vec![v.clone(); 4], cfg)
+            .unwrap()
+            .with_sampling(Sampling::FramePairs {
+                frames: 4,
+                gap: 1,
+                links: 2,
+            })
+            .unwrap();
+        let four = Loader::new(clips(), vec![v.clone(); 4], cfg).unwrap();
+        let (c, plain) = (
+            chains.epoch(0, 0).next().unwrap().unwrap(),
+            four.epoch(0, 0).next().unwrap().unwrap(),
+        );
+        for (k, &i) in c.indices.iter().enumerate() {
+            let t = i % 4;
+            let (p1, p2) = if t < 2 {
+                (i + 1, i + 2)
+            } else {
+                (i - 1, i - 2)
+            };
+            assert_eq!((c.partners[k], c.second_partners[k]), (p1, p2), "frame {t}");
+            let row = |x: &Vec<f32>| x[k * per..(k + 1) * per].to_vec();
+            // Frame t ± 2 is the same image as frame t when t is even (frames 0 and 2).
+            if t % 2 == 0 {
+                assert_eq!(row(&c.views[3]), row(&plain.views[3]));
+            } else {
+                assert_ne!(row(&c.views[3]), row(&plain.views[3]));
+            }
+        }
+        for (links, views, want) in [
+            (2, 3, "need at least 4 views"),
+            (3, 4, "link 1 or 2 partners"),
+        ] {
+            let e = Loader::new(clips(), vec![v.clone(); views], cfg)
+                .unwrap()
+                .with_sampling(Sampling::FramePairs {
+                    frames: 4,
+                    gap: 1,
+                    links,
+                })
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        let e = chains
+            .clone()
+            .with_sampling(Sampling::FramePairs {
+                frames: 4,
+                gap: 2,
+                links: 2,
+            })
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("2 partner(s) 2 frames apart do not fit"), "{e}");
     }
 }

@@ -564,13 +564,17 @@ impl Recipe {
             .as_ref()
             .is_some_and(|i| i.level == crate::irc::IrcLevel::Dense);
         let (n_views, what) = entry.views;
-        let (n_views, plus) = if dense_irc {
-            (
+        let extra = self.irc.as_ref().map_or(0, |i| i.extra_views());
+        let (n_views, plus) = match extra {
+            0 => (n_views, ""),
+            1 => (
                 n_views + 1,
                 ", then a′ of the frame for irc.level = \"dense\"",
-            )
-        } else {
-            (n_views, "")
+            ),
+            _ => (
+                n_views + extra,
+                ", then a′ of the frame and the second partner for a three-hop dense walk",
+            ),
         };
         if self.method.views.len() != n_views {
             return bad(
@@ -709,12 +713,14 @@ impl Recipe {
                 );
             }
             let frames = self.clip_frames();
-            if gap == 0 || gap >= frames {
+            let links = self.irc.as_ref().map_or(1, |i| i.partner_links());
+            if gap == 0 || links * gap >= frames {
                 return bad(
                     "data.pair_gap",
                     format!(
-                        "must be in 1..={} for {frames}-frame clips, got {gap}",
-                        frames.saturating_sub(1)
+                        "must be in 1..={} for {frames}-frame clips{}, got {gap}",
+                        frames.saturating_sub(1) / links,
+                        if links > 1 { " with two partners" } else { "" }
                     ),
                 );
             }

@@ -182,7 +182,11 @@ impl Trainer {
                 .clip_frames
                 .context("data.pair_gap: the data has no clips to pair frames in")?;
             loader = loader
-                .with_sampling(Sampling::FramePairs { frames, gap })
+                .with_sampling(Sampling::FramePairs {
+                    frames,
+                    gap,
+                    links: recipe.irc.as_ref().map_or(1, |i| i.partner_links()),
+                })
                 .with_context(|| format!("data: {}", data.pretrain.name))?;
         }
         if let Some(truth) = &data.scene_truth {

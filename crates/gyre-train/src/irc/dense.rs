@@ -14,7 +14,9 @@
 //!
 //! Task S at pixel level closes the walk: `π` sends each cell of `a` to the cell of `a′` that
 //! shows the same source point (the two crops' geometry); cells of `a` with no counterpart in
-//! `a′` are left out. Task C is the walk `a → x⁺ → a′`, one block per image pair (the code's
+//! `a′` are left out. Task C is the walk `a → x⁺ → a′` (`hops = 3`: `a → x⁺ → x⁺⁺ → a′`, through
+//! a second partner `data.pair_gap` beyond the first, shown by the view after `a′`, its middle
+//! groups from the same source), one block per image pair (the code's
 //! block-diagonal `C`: a walk never leaves its own pair), `L_cyc` the row-weighted mean of the
 //! blocks' circulations ([`circulation_loss_blocks`]). The loss gains `λ_c · L_cyc`.
 //!
@@ -81,8 +83,9 @@ pub struct DensePlugin {
     ema: EmaHeads,
     queue: Option<FifoBank>,
     pending: Option<Tensor>,
-    /// The step's view that shows `a′`.
+    /// The step's view that shows `a′` (the next one shows `x⁺⁺` of a three-hop walk).
     extra_view: usize,
+    hops: usize,
     truth: Option<Arc<SceneTruth>>,
     tally: Tally,
 }
@@ -175,9 +178,16 @@ impl DensePlugin {
             queue,
             pending: None,
             extra_view,
+            hops: cfg.dense_hops(),
             truth: None,
             tally: Tally::default(),
         })
+    }
+
+    /// The view whose momentum-teacher map the step needs besides the base's: a three-hop
+    /// walk's second partner, when its middle groups come from the teacher (`memory = "ema"`).
+    pub fn teacher_view(&self) -> Option<usize> {
+        (self.hops == 3 && self.cfg.memory_kind() == MemoryKind::Ema).then_some(self.extra_view + 1)
     }
 
     /// The scenes' hidden masks and flow, for the precision diagnostics only.
@@ -185,7 +195,8 @@ impl DensePlugin {
         self.truth = Some(truth);
     }
 
-    /// The cycle loss, auto-paired dense positives and diagnostics of one step, added to `out`.
+    /// The cycle loss, auto-paired dense positives and diagnostics of one step, added to `out`;
+    /// `far_map`: the teacher's map of [`Self::teacher_view`], when it names one.
     pub(super) fn add_to(
         &mut self,
         out: &mut StepOutput,
@@ -193,6 +204,7 @@ impl DensePlugin {
         views: &[Tensor],
         batch: &Batch,
         ctx: StepContext,
+        far_map: Option<Tensor>,
     ) -> Result<()> {
         let Some(pair) = out.pair.take() else {
             bail!("irc: this method exposes no pair of views");
@@ -218,14 +230,25 @@ impl DensePlugin {
         }
         let g0 = unit_cells(&self.cycle_head.forward_cells(map_a, true)?)?;
         let g2 = unit_cells(&self.cycle_head.forward_cells(&map_a2, true)?)?;
-        let g1 = match self.cfg.memory_kind() {
-            MemoryKind::Ema => {
-                unit_cells(&self.ema.cycle.forward_cells(&hooks.view2_map, true)?)?.detach()
+        // The middle groups: x⁺ (and x⁺⁺ for three hops), from the teacher or online.
+        let middle = |teacher_map: Option<&Tensor>, view: usize| -> Result<Tensor> {
+            match self.cfg.memory_kind() {
+                MemoryKind::Ema => {
+                    let Some(map) = teacher_map else {
+                        bail!("irc: the method gave no teacher map of view {view}");
+                    };
+                    Ok(unit_cells(&self.ema.cycle.forward_cells(map, true)?)?.detach())
+                }
+                MemoryKind::Online => {
+                    let m = backbone.forward_dense_t(&views[view], true)?;
+                    unit_cells(&self.cycle_head.forward_cells(&m, true)?)
+                }
             }
-            MemoryKind::Online => {
-                let m = backbone.forward_dense_t(&views[1], true)?;
-                unit_cells(&self.cycle_head.forward_cells(&m, true)?)?
-            }
+        };
+        let g1 = middle(Some(&hooks.view2_map), 1)?;
+        let g1b = match self.hops {
+            3 => Some(middle(far_map.as_ref(), self.extra_view + 1)?),
+            _ => None,
         };
         let m = g1.dim(1)?;
         let (geo_a, geo_a2) = (&batch.geometry[0], &batch.geometry[self.extra_view]);
@@ -247,12 +270,22 @@ impl DensePlugin {
             // No cell of a is in a′ anywhere in the batch: a zero term, still in the graph.
             loss = (loss + g0.sum_all()?.affine(0.0, 0.0)?)?;
         } else {
-            let g1s: Vec<Tensor> = block_of.iter().map(|&k| g1.get(k)).collect::<Result<_>>()?;
-            let g2s: Vec<Tensor> = block_of.iter().map(|&k| g2.get(k)).collect::<Result<_>>()?;
+            let per_block = |g: &Tensor| -> Result<Vec<Tensor>> {
+                block_of.iter().map(|&k| g.get(k)).collect()
+            };
+            let (g1s, g2s) = (per_block(&g1)?, per_block(&g2)?);
+            let g1bs = g1b.as_ref().map(per_block).transpose()?;
             let blocks: Vec<(Vec<&Tensor>, Option<&[u32]>)> = kept
                 .iter()
-                .zip(g1s.iter().zip(&g2s))
-                .map(|((g0k, pi), (g1k, g2k))| (vec![g0k, g1k, g2k], Some(pi.as_slice())))
+                .enumerate()
+                .map(|(i, (g0k, pi))| {
+                    let mut groups = vec![g0k, &g1s[i]];
+                    if let Some(far) = &g1bs {
+                        groups.push(&far[i]);
+                    }
+                    groups.push(&g2s[i]);
+                    (groups, Some(pi.as_slice()))
+                })
                 .collect();
             let opts = CirculationOptions {
                 tau: self.cfg.temperature,
@@ -478,10 +511,16 @@ mod tests {
     }
 
     fn dense_cfg(auto_pair: bool) -> IrcConfig {
+        dense_cfg_with(auto_pair, 2, "ema")
+    }
+
+    fn dense_cfg_with(auto_pair: bool, hops: usize, memory: &str) -> IrcConfig {
         let t = format!(
-            "level = \"dense\"\nhead_hidden = 16\nhead_output = 8\npair_queue = 16\nauto_pair = {auto_pair}\nramp = 0.0"
+            "level = \"dense\"\nhead_hidden = 16\nhead_output = 8\npair_queue = 16\nauto_pair = {auto_pair}\nramp = 0.0\nhops = {hops}\nmemory = \"{memory}\""
         );
-        toml::from_str::<IrcConfig>(&t).unwrap().resolved()
+        let cfg = toml::from_str::<IrcConfig>(&t).unwrap().resolved();
+        cfg.check(8).unwrap();
+        cfg
     }
 
     fn dense_fixture() -> Fixture {
@@ -490,23 +529,29 @@ mod tests {
         f
     }
 
-    /// MoCo v2 with the dense level: the loss is the base's plus λ_c times the logged cycle loss
-    /// (plus the weighted auto-pair term); the queue takes the pooled keys after the step; the
-    /// EMA heads and the queue are in the state; a method without cell maps is refused by name.
+    /// MoCo v2 with the dense level (two hops with and without auto-pairs, three hops, an online
+    /// middle group): the loss is the base's plus λ_c times the logged cycle loss (plus the
+    /// weighted auto-pair term); the EMA heads and the queue are in the state; a method without
+    /// cell maps is refused by name.
     #[test]
     fn the_dense_level_adds_its_terms_to_the_base() -> anyhow::Result<()> {
         let f = dense_fixture();
         let entry = crate::method::lookup("mocov2").unwrap();
         let table: toml::Table = toml::from_str("queue = 16").unwrap();
         let settings = entry.resolve(&table, &f.env()).unwrap();
-        for auto_pair in [false, true] {
+        for (auto_pair, hops, memory) in [
+            (false, 2, "ema"),
+            (true, 2, "ema"),
+            (false, 3, "ema"),
+            (false, 3, "online"),
+        ] {
             let inner = entry.build(&settings, &f.build_context())?;
-            let mut cfg = dense_cfg(auto_pair);
+            let mut cfg = dense_cfg_with(auto_pair, hops, memory);
             cfg.weight = 0.5;
             let mut irc = super::super::Irc::new(inner, &cfg, 32, 2, 0, &f.device)?;
             let mut b = batch(8);
-            b.geometry = vec![vec![ViewGeometry::whole(16); 8]; 3];
-            let views = random_views(3, 8, 4)?;
+            b.geometry = vec![vec![ViewGeometry::whole(16); 8]; hops + 1];
+            let views = random_views(hops + 1, 8, 4)?;
             let out = irc.step(&views, &b, ctx(2))?;
             let log = |k: &str| out.logs.iter().find(|l| l.0 == k).map(|l| l.1);
             let mut want = log("base_loss").unwrap() + 0.5 * log("irc_cycle_loss").unwrap();

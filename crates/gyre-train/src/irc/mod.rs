@@ -167,6 +167,10 @@ pub struct IrcConfig {
     /// 4096; a multiple of the batch size).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pair_queue: Option<usize>,
+    /// Dense level: hops of the walk — 2 (`a → x⁺ → a′`, default) or 3 (`a → x⁺ → x⁺⁺ → a′`
+    /// through two partner frames, the second `data.pair_gap` beyond the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hops: Option<usize>,
 }
 fn d_irc_weight() -> f64 {
     1.0
@@ -232,6 +236,28 @@ impl IrcConfig {
         self.pair_queue.unwrap_or(DEFAULT_MEMORY_ROWS)
     }
 
+    /// Hops of the dense level's walk.
+    pub fn dense_hops(&self) -> usize {
+        self.hops.unwrap_or(2)
+    }
+
+    /// Partner frames the data must link to each frame: 1, or 2 for a three-hop dense walk.
+    pub fn partner_links(&self) -> usize {
+        match self.level {
+            IrcLevel::Dense => self.dense_hops().saturating_sub(1).max(1),
+            IrcLevel::Instance => 1,
+        }
+    }
+
+    /// Views the plug-in adds to the base method's: a′ at dense level, and the second partner
+    /// for three hops.
+    pub fn extra_views(&self) -> usize {
+        match self.level {
+            IrcLevel::Dense => self.partner_links(),
+            IrcLevel::Instance => 0,
+        }
+    }
+
     /// The resolved form: `memory` names the source; at instance level `memory_size` the rows,
     /// at dense level `pair_temperature` and `pair_queue` their values.
     pub fn resolved(&self) -> Self {
@@ -246,6 +272,7 @@ impl IrcConfig {
                 memory,
                 pair_temperature: Some(self.pair_tau()),
                 pair_queue: Some(self.pair_queue_rows()),
+                hops: Some(self.dense_hops()),
                 ..self.clone()
             },
         }
@@ -274,6 +301,12 @@ impl IrcConfig {
                         "the dense level pairs each cell with its top-1 partner cell".into(),
                     );
                 }
+                if !(2..=3).contains(&self.dense_hops()) {
+                    return bad(
+                        "irc.hops",
+                        format!("must be 2 or 3, got {}", self.dense_hops()),
+                    );
+                }
                 if let Some(t) = self
                     .pair_temperature
                     .filter(|t| !(*t > 0.0 && t.is_finite()))
@@ -298,6 +331,7 @@ impl IrcConfig {
                 for (key, set) in [
                     ("irc.pair_temperature", self.pair_temperature.is_some()),
                     ("irc.pair_queue", self.pair_queue.is_some()),
+                    ("irc.hops", self.hops.is_some()),
                 ] {
                     if set {
                         return bad(key, "only level = \"dense\" reads it".into());
@@ -722,7 +756,14 @@ impl Method for Irc {
         let mut out = self.inner.step(views, batch, ctx)?;
         match &mut self.plugin {
             Plugin::Instance(p) => p.add_to(&mut out, views, batch, ctx)?,
-            Plugin::Dense(p) => p.add_to(&mut out, self.inner.backbone(), views, batch, ctx)?,
+            Plugin::Dense(p) => {
+                // A three-hop walk's second partner, through the base's teacher (EMA middle).
+                let far = match p.teacher_view() {
+                    Some(v) => self.inner.teacher_map(&views[v], ctx)?,
+                    None => None,
+                };
+                p.add_to(&mut out, self.inner.backbone(), views, batch, ctx, far)?
+            }
         }
         Ok(out)
     }

@@ -174,6 +174,11 @@ impl Method for DenseCl {
         self.queue.load_state("queue", t)
     }
 
+    fn teacher_map(&self, x: &Tensor, ctx: StepContext) -> Result<Option<Tensor>> {
+        // Its own Shuffle-BN stream, apart from the step's key pass.
+        Ok(Some(self.teacher.encode_map(x, ctx, 7)?.1))
+    }
+
     fn after_step(&mut self, _ctx: StepContext) -> Result<()> {
         if let Some((k, kd)) = self.pending.take() {
             self.queue.push(&[&k, &kd], None)?;

@@ -169,6 +169,11 @@ impl Method for MocoV2 {
         self.queue.load_state("queue", t)
     }
 
+    fn teacher_map(&self, x: &Tensor, ctx: StepContext) -> Result<Option<Tensor>> {
+        // Its own Shuffle-BN stream, apart from the step's key pass.
+        Ok(Some(self.teacher.encode_map(x, ctx, 7)?.1))
+    }
+
     fn after_step(&mut self, _ctx: StepContext) -> Result<()> {
         if let Some(k) = self.pending.take() {
             self.queue.push(&[&k], None)?;

@@ -84,6 +84,12 @@ pub trait Method {
     /// The training clips' hidden masks and flow, for diagnostics only (IRC's dense level
     /// scores its auto-pairs against them); never a training signal. Most methods ignore it.
     fn attach_truth(&mut self, _truth: std::sync::Arc<gyre_data::scenes::SceneTruth>) {}
+    /// The momentum teacher's last-stage map of `x` (`[B, F, h, w]`, detached), after this
+    /// step's update, for a plug-in that walks through more frames than the method encodes (a
+    /// three-hop dense walk); `None` for a method without a teacher.
+    fn teacher_map(&self, _x: &Tensor, _ctx: StepContext) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 /// What a method's settings are checked against and built with: the rest of the recipe.

@@ -82,6 +82,7 @@ pub fn batch(b: usize) -> Batch {
         view_shapes: Vec::new(),
         geometry: vec![vec![whole; b]; 3],
         partners: Vec::new(),
+        second_partners: Vec::new(),
     }
 }
 

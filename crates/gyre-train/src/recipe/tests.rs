@@ -381,6 +381,9 @@ fn the_dense_level_and_frame_pairs_are_checked() {
         (&["irc.top_n=2"][..], "irc.top_n: the dense level pairs each cell with its top-1"),
         (&["irc.pair_queue=100"][..], "irc.pair_queue: must be a positive multiple of the batch size (64)"),
         (&["irc.pair_temperature=0"][..], "irc.pair_temperature: must be a positive number"),
+        (&["irc.hops=4"][..], "irc.hops: must be 2 or 3, got 4"),
+        (&["irc.hops=3"][..], "method.views: mocov2 needs 4 views (two views of each image, then a′ of the frame and the second partner for a three-hop dense walk), got 3"),
+        (&["irc.hops=3", "data.pair_gap=4", "method.views=[\"strong\", \"strong\", \"strong\", \"strong\"]"][..], "data.pair_gap: must be in 1..=3 for 8-frame clips with two partners, got 4"),
     ] {
         let got = e(dense, sets);
         assert!(got.contains(want), "{sets:?}: {got}");
@@ -409,6 +412,17 @@ fn the_dense_level_and_frame_pairs_are_checked() {
         .contains("data.pair_gap: only clip data"));
     assert!(e("crw_resnet-mini_scenes.toml", &["data.pair_gap=2"])
         .contains("data.pair_gap: crw trains on whole clips, not frame pairs"));
+    let three = load(
+        dense,
+        &[
+            "irc.hops=3",
+            "method.views=[\"strong\", \"strong\", \"strong\", \"strong\"]",
+        ],
+    )
+    .unwrap();
+    assert_eq!(three.irc.unwrap().partner_links(), 2);
+    assert!(e("mocov2-irc_resnet-mini_fmnist.toml", &["irc.hops=3"])
+        .contains("irc.hops: only level = \"dense\" reads it"));
     assert!(e(
         "mocov2-irc_resnet-mini_fmnist.toml",
         &["irc.pair_queue=4096"]
