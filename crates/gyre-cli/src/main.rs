@@ -162,6 +162,9 @@ enum Cmd {
         /// peak memory.
         #[arg(long)]
         recipe: Vec<PathBuf>,
+        /// Override a value of every `--recipe`: `--set irc.hops=3` (repeatable).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE", requires = "recipe")]
+        set: Vec<String>,
         /// Images per view (default: 256 for resnet-mini, 64 for resnet18).
         #[arg(long)]
         batch: Option<usize>,
@@ -478,6 +481,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench {
             model,
             recipe,
+            set,
             batch,
             steps,
             warmup,
@@ -518,7 +522,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             for path in &recipe {
-                let r = Recipe::load(path, &[])?;
+                let r = Recipe::load(path, &set)?;
                 println!(
                     "{}",
                     bench::recipe_step_bench(&r, steps, warmup, &device)

@@ -350,6 +350,32 @@ fn bench_times_a_recipes_own_step() {
     assert!(
         r["img_per_s"].as_f64().unwrap() > 0.0 && r["final_loss"].as_f64().unwrap().is_finite()
     );
+    // `--set` changes the benched recipe: the three-hop dense walk takes a fourth view.
+    let dense = root.join("recipes/mocov2-irc-dense_resnet-mini_scenes.toml");
+    let rows = json_lines(&gyre(
+        &[
+            "bench",
+            "--recipe",
+            dense.to_str().unwrap(),
+            "--set",
+            "train.batch_size=8",
+            "--set",
+            "irc.hops=3",
+            "--set",
+            "method.views=[\"strong\", \"strong\", \"strong\", \"strong\"]",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+        ],
+        &dir,
+    ));
+    assert_eq!(
+        (rows[0]["batch"].as_u64(), rows[0]["views"].as_u64()),
+        (Some(8), Some(4)),
+        "{rows:?}"
+    );
+    assert!(rows[0]["final_loss"].as_f64().unwrap().is_finite());
 }
 
 /// The video recipes train on frame folders laid out as `cargo xtask data opencv-video` writes
