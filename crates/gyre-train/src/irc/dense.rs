@@ -649,4 +649,48 @@ mod tests {
         assert_eq!(stats["irc_pairs"], 3);
         Ok(())
     }
+
+    /// The dense level repeats itself and resumes from its state: a fresh copy given the
+    /// parameters and the state (base teacher and queue, EMA heads, pair queue) of a run takes
+    /// the same next step.
+    #[test]
+    fn the_dense_level_repeats_and_resumes_from_its_state() -> anyhow::Result<()> {
+        let f = dense_fixture();
+        let entry = crate::method::lookup("mocov2").unwrap();
+        let table: toml::Table = toml::from_str("queue = 16").unwrap();
+        let settings = entry.resolve(&table, &f.env()).unwrap();
+        let cfg = dense_cfg(true);
+        let build = || -> anyhow::Result<super::super::Irc> {
+            let inner = entry.build(&settings, &f.build_context())?;
+            super::super::Irc::new(inner, &cfg, 32, 2, 0, &f.device)
+        };
+        let mut b = batch(8);
+        b.geometry = vec![vec![ViewGeometry::whole(16); 8]; 3];
+        let run = |m: &mut super::super::Irc, from: u64, to: u64| -> anyhow::Result<Vec<f32>> {
+            let mut losses = Vec::new();
+            for s in from..to {
+                let out = m.step(&random_views(3, 8, s)?, &b, ctx(s))?;
+                losses.push(out.loss.to_scalar::<f32>()?);
+                let grads = out.loss.backward()?;
+                for p in m.params().trainable() {
+                    if let Some(g) = grads.get(p.var.as_tensor()) {
+                        p.var.set(&(p.var.as_tensor() - (g * 0.05)?)?)?;
+                    }
+                }
+                m.after_step(ctx(s))?;
+            }
+            Ok(losses)
+        };
+        let (mut x, mut y) = (build()?, build()?);
+        assert_eq!(run(&mut x, 0, 3)?, run(&mut y, 0, 3)?, "repeat");
+        let mut z = build()?;
+        for (p, q) in x.params().all().iter().zip(z.params().all()) {
+            assert_eq!(p.name, q.name);
+            q.var.set(&p.var.as_tensor().copy()?)?;
+        }
+        let state: HashMap<String, Tensor> = x.state()?.into_iter().collect();
+        z.load_state(&state)?;
+        assert_eq!(run(&mut x, 3, 5)?, run(&mut z, 3, 5)?, "resumed");
+        Ok(())
+    }
 }
