@@ -22,7 +22,9 @@ for spec in "$@"; do
     [[ "$spec" == *:* ]] && seed="${spec##*:}"
     name="$(basename "$recipe" .toml)$tag-s$seed"
     run="$out/$name"
-    echo "== $name: $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)"
+    # The binary may be older than the tree (a copy kept apart from rebuilds): record its commit
+    # with the rows; this line names the tree's.
+    echo "== $name: $(date -u +%FT%TZ) binary $gyre, tree at $(git rev-parse --short HEAD)"
     "$gyre" train --quiet --recipe "$recipe" --set seed="$seed" "${sets[@]}" --run-dir "$run" >"$run.train.json"
     "$gyre" eval --dense --checkpoint "$run" --scenes-from "$cifar" --dense-gt data/dense-gt \
         >"$run.eval.jsonl"
