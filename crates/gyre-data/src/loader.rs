@@ -231,10 +231,11 @@ impl Loader {
         }
         let d = &*self.data;
         let dims = (d.height, d.width, d.channels);
-        let images: Vec<std::borrow::Cow<'_, [u8]>> = indices
-            .par_iter()
-            .map(|&i| d.image(i))
-            .collect::<Result<_, _>>()?;
+        // The images of a list of dataset indices, decoded in parallel when kept on disk.
+        let load = |ix: &[usize]| -> Result<Vec<std::borrow::Cow<'_, [u8]>>, DataError> {
+            ix.par_iter().map(|&i| d.image(i)).collect()
+        };
+        let images = load(&indices)?;
         let chains: Vec<Vec<usize>> = match self.sampling {
             Sampling::FramePairs { frames, gap, links } => indices
                 .iter()
@@ -244,9 +245,6 @@ impl Loader {
         };
         let partners: Vec<usize> = chains.iter().map(|p| p[0]).collect();
         let second_partners: Vec<usize> = chains.iter().filter_map(|p| p.get(1).copied()).collect();
-        let load = |ix: &[usize]| -> Result<Vec<std::borrow::Cow<'_, [u8]>>, DataError> {
-            ix.par_iter().map(|&i| d.image(i)).collect()
-        };
         let (partner_images, second_images) = (load(&partners)?, load(&second_partners)?);
         let mut views = Vec::with_capacity(self.views.len());
         let mut view_shapes = Vec::with_capacity(self.views.len());

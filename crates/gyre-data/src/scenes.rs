@@ -404,11 +404,7 @@ fn carry(
     p: [f32; 2],
 ) -> ([f32; 2], bool) {
     let (ta, tb) = (a as f32, b as f32);
-    let pixel = |q: [f32; 2]| {
-        let (qx, qy) = (q[0].floor(), q[1].floor());
-        (qx >= 0.0 && qy >= 0.0 && qx < s as f32 && qy < s as f32)
-            .then(|| qy as usize * s + qx as usize)
-    };
+    let pixel = |q: [f32; 2]| pixel_of(s, q);
     let Some(pi) = pixel(p) else {
         return (p, false);
     };
@@ -426,6 +422,13 @@ fn carry(
     };
     let visible = pixel(q).is_some_and(|qi| inst_b[qi] == inst);
     (q, visible)
+}
+
+/// The index of the pixel of an `s × s` frame that contains point `q`; `None` outside it.
+fn pixel_of(s: usize, q: [f32; 2]) -> Option<usize> {
+    let (qx, qy) = (q[0].floor(), q[1].floor());
+    (qx >= 0.0 && qy >= 0.0 && qx < s as f32 && qy < s as f32)
+        .then(|| qy as usize * s + qx as usize)
 }
 
 /// What a set of clips hides from training, kept for diagnostics only (never a training
@@ -494,12 +497,10 @@ impl SceneTruth {
 
     /// The class of the pixel of `frame` that contains `p`; `None` outside the frame.
     pub fn class_at(&self, frame: usize, p: [f32; 2]) -> Option<u8> {
-        let s = self.size as f32;
-        if frame >= self.len() || !(p[0] >= 0.0 && p[1] >= 0.0 && p[0] < s && p[1] < s) {
+        if frame >= self.len() {
             return None;
         }
-        let i = p[1] as usize * self.size + p[0] as usize;
-        Some(self.mask(&self.classes, frame)[i])
+        pixel_of(self.size, p).map(|i| self.mask(&self.classes, frame)[i])
     }
 }
 

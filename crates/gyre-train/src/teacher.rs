@@ -119,7 +119,11 @@ impl MomentumEncoder {
     /// detached; `stream` separates several teacher passes of one step (distinct shuffles). An
     /// error before this step's [`Self::update`]: the update comes first (methods.md §9.9).
     pub fn encode(&self, x: &Tensor, ctx: StepContext, stream: u64) -> Result<TeacherOutput> {
-        Ok(self.encode_map(x, ctx, stream)?.0)
+        let (_, f, z, unperm) = self.forward(x, ctx, stream)?;
+        Ok(TeacherOutput {
+            features: unshuffle(f, unperm.as_ref())?,
+            embeddings: unshuffle(z, unperm.as_ref())?,
+        })
     }
 
     /// [`Self::encode`] and the backbone's last-stage map `[B, F, h, w]` behind the features
@@ -130,25 +134,30 @@ impl MomentumEncoder {
         ctx: StepContext,
         stream: u64,
     ) -> Result<(TeacherOutput, Tensor)> {
+        let (map, f, z, unperm) = self.forward(x, ctx, stream)?;
+        let inv = unperm.as_ref();
+        Ok((
+            TeacherOutput {
+                features: unshuffle(f, inv)?,
+                embeddings: unshuffle(z, inv)?,
+            },
+            unshuffle(map, inv)?,
+        ))
+    }
+
+    /// The detached map, features and embeddings of the shuffled batch, and the inverse
+    /// permutation (callers un-shuffle only what they keep).
+    fn forward(
+        &self,
+        x: &Tensor,
+        ctx: StepContext,
+        stream: u64,
+    ) -> Result<(Tensor, Tensor, Tensor, Option<Tensor>)> {
         let (xin, unperm) = self.shuffled(x, ctx, stream)?;
         let map = self.backbone.forward_dense_t(&xin, true)?.detach();
         let f = map.mean((2, 3))?;
         let z = self.head.forward_t(&f, true)?.detach();
-        let (f, z, map) = match unperm {
-            Some(inv) => (
-                f.index_select(&inv, 0)?,
-                z.index_select(&inv, 0)?,
-                map.index_select(&inv, 0)?,
-            ),
-            None => (f, z, map),
-        };
-        Ok((
-            TeacherOutput {
-                features: f,
-                embeddings: z,
-            },
-            map,
-        ))
+        Ok((map, f, z, unperm))
     }
 
     /// The dense teacher's map, pooled features, embeddings and dense-head map of `x` (same
@@ -162,22 +171,14 @@ impl MomentumEncoder {
         let Some(dense_head) = &self.dense_head else {
             gyre_kernels::candle::bail!("teacher: no dense head (built without `online_dense`)");
         };
-        let (xin, unperm) = self.shuffled(x, ctx, stream)?;
-        let map = self.backbone.forward_dense_t(&xin, true)?.detach();
-        let f = map.mean((2, 3))?;
-        let z = self.head.forward_t(&f, true)?.detach();
+        let (map, f, z, unperm) = self.forward(x, ctx, stream)?;
         let d = dense_head.forward_t(&map, true)?.detach();
-        let undo = |t: Tensor| -> Result<Tensor> {
-            match &unperm {
-                Some(inv) => t.index_select(inv, 0),
-                None => Ok(t),
-            }
-        };
+        let inv = unperm.as_ref();
         Ok(DenseTeacherOutput {
-            map: undo(map)?,
-            features: undo(f)?,
-            embeddings: undo(z)?,
-            dense: undo(d)?,
+            map: unshuffle(map, inv)?,
+            features: unshuffle(f, inv)?,
+            embeddings: unshuffle(z, inv)?,
+            dense: unshuffle(d, inv)?,
         })
     }
 
@@ -212,6 +213,14 @@ impl MomentumEncoder {
             x.index_select(&perm, 0)?,
             Some(Tensor::from_vec(inv, n, dev)?),
         ))
+    }
+}
+
+/// Rows of `t` back in the batch's order (`inv`: Shuffle-BN's inverse permutation, if any).
+fn unshuffle(t: Tensor, inv: Option<&Tensor>) -> Result<Tensor> {
+    match inv {
+        Some(inv) => t.index_select(inv, 0),
+        None => Ok(t),
     }
 }
 

@@ -57,14 +57,59 @@ struct Tally {
     return_prob: f64,
     cells: u64,
     pairs: u64,
-    flow_checked: u64,
-    flow_correct: u64,
-    class_checked: u64,
-    class_correct: u64,
-    object_checked: u64,
-    object_correct: u64,
-    all_flow_checked: u64,
-    all_flow_correct: u64,
+    precision: Precision,
+}
+
+/// Hits among the checked pairs.
+#[derive(Debug, Default, Clone, Copy)]
+struct Share {
+    hit: u64,
+    of: u64,
+}
+
+impl Share {
+    fn count(&mut self, hit: bool) {
+        self.of += 1;
+        self.hit += u64::from(hit);
+    }
+
+    fn add(&mut self, other: Share) {
+        self.hit += other.hit;
+        self.of += other.of;
+    }
+
+    fn ratio(self) -> Option<f64> {
+        (self.of > 0).then(|| self.hit as f64 / self.of as f64)
+    }
+}
+
+/// The auto-pairs' precision against the hidden truth: kept pairs against the flow, the
+/// classes and the object classes; every cell's match against the flow.
+#[derive(Debug, Default, Clone, Copy)]
+struct Precision {
+    flow: Share,
+    class: Share,
+    object: Share,
+    all_flow: Share,
+}
+
+impl Precision {
+    fn add(&mut self, o: Precision) {
+        self.flow.add(o.flow);
+        self.class.add(o.class);
+        self.object.add(o.object);
+        self.all_flow.add(o.all_flow);
+    }
+
+    /// `(log key, share)` of each measure.
+    fn measures(self) -> [(&'static str, Share); 4] {
+        [
+            ("irc_pair_precision_flow", self.flow),
+            ("irc_pair_precision_class", self.class),
+            ("irc_pair_precision_object", self.object),
+            ("irc_match_precision_flow", self.all_flow),
+        ]
+    }
 }
 
 /// The EMA copies of the plug-in's heads, run on the teacher's map of `x⁺`.
@@ -88,11 +133,6 @@ pub struct DensePlugin {
     hops: usize,
     truth: Option<Arc<SceneTruth>>,
     tally: Tally,
-}
-
-/// `[B, n, D]` rows normalised along `D`.
-fn unit_cells(x: &Tensor) -> Result<Tensor> {
-    l2_normalize(x)
 }
 
 /// The cell of a `cells × cells` map over a view of side `size` that shows view point `p`
@@ -228,8 +268,8 @@ impl DensePlugin {
                 map_a.dims()
             );
         }
-        let g0 = unit_cells(&self.cycle_head.forward_cells(map_a, true)?)?;
-        let g2 = unit_cells(&self.cycle_head.forward_cells(&map_a2, true)?)?;
+        let g0 = l2_normalize(&self.cycle_head.forward_cells(map_a, true)?)?;
+        let g2 = l2_normalize(&self.cycle_head.forward_cells(&map_a2, true)?)?;
         // The middle groups: x⁺ (and x⁺⁺ for three hops), from the teacher or online.
         let middle = |teacher_map: Option<&Tensor>, view: usize| -> Result<Tensor> {
             match self.cfg.memory_kind() {
@@ -237,11 +277,11 @@ impl DensePlugin {
                     let Some(map) = teacher_map else {
                         bail!("irc: the method gave no teacher map of view {view}");
                     };
-                    Ok(unit_cells(&self.ema.cycle.forward_cells(map, true)?)?.detach())
+                    Ok(l2_normalize(&self.ema.cycle.forward_cells(map, true)?)?.detach())
                 }
                 MemoryKind::Online => {
                     let m = backbone.forward_dense_t(&views[view], true)?;
-                    unit_cells(&self.cycle_head.forward_cells(&m, true)?)
+                    l2_normalize(&self.cycle_head.forward_cells(&m, true)?)
                 }
             }
         };
@@ -368,8 +408,7 @@ impl DensePlugin {
         let (geo_a, geo_p) = (&batch.geometry[0], &batch.geometry[1]);
         // The partner map is square like a's (same pipeline shapes); its side from m cells.
         let side = (m as f64).sqrt().round() as usize;
-        let (mut fc, mut fk, mut cc, mut ck, mut ac, mut ak) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-        let (mut oc, mut ok) = (0u64, 0u64);
+        let mut step = Precision::default();
         for (rank, (&q, &mt)) in query.iter().zip(matched).enumerate() {
             let (k, i) = (q as usize / n, q as usize % n);
             let j = mt as usize % m;
@@ -382,42 +421,25 @@ impl DensePlugin {
             if let Some(t) = truth.track(x, xp, src) {
                 let (r, c) = cell_of(geo_p[k].from_source(t), stride_p);
                 let hit = (r - (j / side) as i64).abs() <= 1 && (c - (j % side) as i64).abs() <= 1;
-                ak += 1;
-                ac += u64::from(hit);
+                step.all_flow.count(hit);
                 if kept {
-                    fk += 1;
-                    fc += u64::from(hit);
+                    step.flow.count(hit);
                 }
             }
             if kept {
                 if let (Some(ca), Some(cb)) = (truth.class_at(x, src), truth.class_at(xp, dst)) {
-                    ck += 1;
-                    cc += u64::from(ca == cb);
+                    step.class.count(ca == cb);
                     // Objects only (class 0 is the background, most of every frame).
                     if ca != 0 {
-                        ok += 1;
-                        oc += u64::from(ca == cb);
+                        step.object.count(ca == cb);
                     }
                 }
             }
         }
-        let t = &mut self.tally;
-        t.flow_checked += fk;
-        t.flow_correct += fc;
-        t.class_checked += ck;
-        t.class_correct += cc;
-        t.object_checked += ok;
-        t.object_correct += oc;
-        t.all_flow_checked += ak;
-        t.all_flow_correct += ac;
-        for (key, hit, of) in [
-            ("irc_pair_precision_flow", fc, fk),
-            ("irc_pair_precision_class", cc, ck),
-            ("irc_pair_precision_object", oc, ok),
-            ("irc_match_precision_flow", ac, ak),
-        ] {
-            if of > 0 {
-                out.logs.push((key, hit as f64 / of as f64));
+        self.tally.precision.add(step);
+        for (key, share) in step.measures() {
+            if let Some(r) = share.ratio() {
+                out.logs.push((key, r));
             }
         }
     }
@@ -451,18 +473,17 @@ impl DensePlugin {
     pub fn take_stats(&mut self) -> serde_json::Value {
         let t = std::mem::take(&mut self.tally);
         let per_step = |x: f64| (t.steps > 0).then(|| x / t.steps as f64);
-        let share = |hit: u64, of: u64| (of > 0).then(|| hit as f64 / of as f64);
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "irc_steps": t.steps,
             "irc_cycle_acc": per_step(t.cycle_acc),
             "irc_return_prob": per_step(t.return_prob),
             "irc_cells": t.cells,
             "irc_pairs": t.pairs,
-            "irc_pair_precision_flow": share(t.flow_correct, t.flow_checked),
-            "irc_pair_precision_class": share(t.class_correct, t.class_checked),
-            "irc_pair_precision_object": share(t.object_correct, t.object_checked),
-            "irc_match_precision_flow": share(t.all_flow_correct, t.all_flow_checked),
-        })
+        });
+        for (key, share) in t.precision.measures() {
+            v[key] = serde_json::json!(share.ratio());
+        }
+        v
     }
 }
 
@@ -474,14 +495,7 @@ mod tests {
     use gyre_data::scenes::{Clip, Motion};
 
     fn geo(left: f32, top: f32, side: f32, flip: bool) -> ViewGeometry {
-        ViewGeometry {
-            top,
-            left,
-            height: side,
-            width: side,
-            flip,
-            size: 64,
-        }
+        crate::method::testing::square_view(top, left, side, flip, 64)
     }
 
     /// Task S at pixel level: the same crop maps each cell to itself; a flip mirrors the

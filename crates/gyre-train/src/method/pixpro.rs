@@ -236,14 +236,7 @@ mod tests {
     use crate::method::testing::{ctx, random_views, Fixture};
 
     fn geo(top: f32, left: f32, side: f32, flip: bool) -> ViewGeometry {
-        ViewGeometry {
-            top,
-            left,
-            height: side,
-            width: side,
-            flip,
-            size: 16,
-        }
+        crate::method::testing::square_view(top, left, side, flip, 16)
     }
 
     /// The same crop pairs each cell with itself only; a flipped copy pairs cell (r, c) with

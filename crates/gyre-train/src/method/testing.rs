@@ -86,6 +86,24 @@ pub fn batch(b: usize) -> Batch {
     }
 }
 
+/// A square crop of side `side` at (`top`, `left`), flipped or not, shown as a `size`-pixel view.
+pub fn square_view(
+    top: f32,
+    left: f32,
+    side: f32,
+    flip: bool,
+    size: usize,
+) -> gyre_data::ViewGeometry {
+    gyre_data::ViewGeometry {
+        top,
+        left,
+        height: side,
+        width: side,
+        flip,
+        size,
+    }
+}
+
 /// Step `step` of a 20-step run of 4 steps per epoch.
 pub fn ctx(step: u64) -> StepContext {
     StepContext {
