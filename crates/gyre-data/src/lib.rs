@@ -17,7 +17,9 @@ pub mod jpeg;
 pub mod loader;
 pub mod rng;
 pub mod scenes;
+pub mod text_assets;
 pub mod video;
+pub mod wordnet;
 
 pub use augment::{AugmentConfig, ViewGeometry, ViewPipeline};
 pub use bad_sample::{BadSamples, LoadReport, OnBadSample};
