@@ -2,8 +2,12 @@
 //! Face Hub model (all-MiniLM-L6-v2 through candle-transformers' BERT and `tokenizers`), unpaired
 //! text corpora (WordNet glosses, any folder of text lines) and their cached embeddings.
 
+pub mod cache;
+pub mod corpus;
 pub mod error;
 pub mod model;
 
+pub use cache::{corpus_embeddings, Batching, CacheMeta, CacheOutcome, CorpusEmbeddings};
+pub use corpus::Corpus;
 pub use error::TextError;
 pub use model::{Embedded, TextModel, TextSpec};
