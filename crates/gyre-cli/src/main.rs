@@ -10,6 +10,7 @@ mod dense;
 mod embed;
 mod plot;
 mod plot_dense;
+mod text;
 
 use anyhow::Context;
 use bench::{data_bench, step_bench, BenchModel, StepCase};
@@ -151,6 +152,12 @@ enum Cmd {
         #[arg(long)]
         overwrite: bool,
     },
+    /// The text side of `irc.level = "language"`: `gyre text embed --recipe R` embeds the
+    /// recipe's corpus into its cache and prints the throughput (texts/s, tokens/s) as JSON.
+    Text {
+        #[command(subcommand)]
+        cmd: TextCmd,
+    },
     /// Benchmark the training step and the data pipeline; prints JSON lines.
     Bench {
         /// `resnet-mini`, `resnet18`, `all` (both reference shapes) or `none`; default `all`,
@@ -189,6 +196,23 @@ enum Cmd {
         /// resnet-mini; `--batch` overrides B).
         #[arg(long, value_enum, default_value = "resnet18")]
         ops_model: BenchModel,
+    },
+}
+
+#[derive(Subcommand)]
+enum TextCmd {
+    /// Embed a recipe's corpus with its text model into the cache (`text.cache`); prints one
+    /// JSON line: the cache folder, whether it was already there, texts/s and tokens/s.
+    Embed {
+        #[arg(long)]
+        recipe: PathBuf,
+        #[arg(long = "overlay", value_name = "FILE")]
+        overlay: Vec<PathBuf>,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -247,6 +271,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 overwrite,
                 stop: Some(stop_on_signals()?),
             };
+            if let Some(t) = text::language_text(&r) {
+                // The corpus is embedded once (minutes for WordNet); later runs read the cache.
+                let warm = text::warm_cache(&r, t, quiet)?;
+                if !quiet {
+                    eprintln!("{warm}");
+                }
+            }
             let mut trainer = Trainer::new(&r, &opts)?;
             trainer.observe(Box::new(console::Console::new(quiet)));
             let summary = trainer.run()?;
@@ -477,6 +508,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "{}",
                 serde_json::json!({"exported": out.display().to_string()})
             );
+        }
+        Cmd::Text {
+            cmd:
+                TextCmd::Embed {
+                    recipe,
+                    overlay,
+                    set,
+                    quiet,
+                },
+        } => {
+            let sources = Sources {
+                overlays: &overlay,
+                overrides: &set,
+            };
+            let r = Recipe::load_with(&recipe, &sources)?;
+            let t = text::language_text(&r).with_context(|| {
+                format!(
+                    "{}: no [text] section with irc.level = \"language\"",
+                    recipe.display()
+                )
+            })?;
+            println!("{}", text::warm_cache(&r, t, quiet)?);
         }
         Cmd::Bench {
             model,

@@ -98,6 +98,9 @@ pub struct Recipe {
     /// The IRC plug-in; absent = off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub irc: Option<IrcConfig>,
+    /// The text model and corpus of `irc.level = "language"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<crate::irc::language::TextConfig>,
 }
 
 /// Which file set each dotted key (the last layer that wrote it), for messages.
@@ -448,17 +451,35 @@ impl Recipe {
             device,
         };
         let method = entry.build(&self.method.settings, &ctx)?;
+        let text = match (&self.irc, &self.text) {
+            (Some(irc), Some(t)) if irc.level == crate::irc::IrcLevel::Language => {
+                Some(std::sync::Arc::new(self.text_side(t, &mut |_, _| {})?))
+            }
+            _ => None,
+        };
         Ok(match &self.irc {
-            Some(cfg) => Box::new(crate::irc::Irc::new(
+            Some(cfg) => Box::new(crate::irc::Irc::with_text(
                 method,
                 cfg,
                 self.head.output,
                 entry.views.0,
                 self.seed,
                 device,
+                text,
             )?),
             None => method,
         })
+    }
+
+    /// The text side of `[text]`: the model, the corpus and its embeddings (from the cache, or
+    /// embedded now with `progress(done, total)`).
+    pub fn text_side(
+        &self,
+        cfg: &crate::irc::language::TextConfig,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> anyhow::Result<crate::irc::language::TextSide> {
+        crate::irc::language::TextSide::load(cfg, progress)
+            .map_err(|e| anyhow::anyhow!("text: {e:#}"))
     }
 
     /// Frames per clip of clip data (scenes: `data.scenes.clip.frames`; video:
@@ -777,6 +798,17 @@ impl Recipe {
             if let Err((field, problem)) = irc.check(self.train.batch_size) {
                 return bad(&field, problem);
             }
+            let language = irc.level == crate::irc::IrcLevel::Language;
+            if language != self.text.is_some() {
+                return if language {
+                    bad(
+                        "irc.level",
+                        "\"language\" needs a [text] section (the text model and corpus)".into(),
+                    )
+                } else {
+                    bad("text", "only irc.level = \"language\" reads it".into())
+                };
+            }
             if dense_irc {
                 if !entry.dense_pair {
                     return bad(
@@ -799,6 +831,14 @@ impl Recipe {
                         "irc.level = \"dense\" needs image-level pairs: frames of one clip this many apart".into(),
                     );
                 }
+            }
+        }
+        if let Some(t) = &self.text {
+            if self.irc.is_none() {
+                return bad("text", "only irc.level = \"language\" reads it".into());
+            }
+            if let Err((field, problem)) = t.check() {
+                return bad(&field, problem);
             }
         }
         positive("optim.lr", self.optim.lr)?;

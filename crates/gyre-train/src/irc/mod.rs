@@ -29,6 +29,7 @@
 //! The walk starts once the memory holds one batch; until then the cycle loss is 0.
 
 pub mod dense;
+pub mod language;
 
 use crate::bank::{FifoBank, NO_LABEL};
 use crate::ema::EmaTeacher;
@@ -113,6 +114,9 @@ pub enum IrcLevel {
     /// Pixels: the cells of view a of a frame → the cells of its image-level partner → the cells
     /// of view a′ of the frame ([`dense`]); needs frame pairs (`data.pair_gap`).
     Dense,
+    /// Images and unpaired texts: view 1 → texts of a corpus → view 2 ([`language`]); needs a
+    /// `[text]` section.
+    Language,
 }
 
 /// The `[irc]` section; absent = off. See docs/methods.md.
@@ -171,6 +175,10 @@ pub struct IrcConfig {
     /// through two partner frames, the second `data.pair_gap` beyond the first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hops: Option<usize>,
+    /// Language level: M, the corpus texts the walk crosses each step (default 4096; the whole
+    /// corpus when it is smaller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_sample: Option<usize>,
 }
 fn d_irc_weight() -> f64 {
     1.0
@@ -226,9 +234,20 @@ impl IrcConfig {
         }
     }
 
-    /// τ of the dense level's auto-paired InfoNCE.
+    /// τ of the dense level's auto-paired InfoNCE (default 0.2, DenseCL's) or of the language
+    /// level's image–text InfoNCE (default 0.1).
     pub fn pair_tau(&self) -> f64 {
-        self.pair_temperature.unwrap_or(0.2)
+        let default = if self.level == IrcLevel::Language {
+            0.1
+        } else {
+            0.2
+        };
+        self.pair_temperature.unwrap_or(default)
+    }
+
+    /// M, the language level's texts per step.
+    pub fn texts_per_step(&self) -> usize {
+        self.text_sample.unwrap_or(DEFAULT_MEMORY_ROWS)
     }
 
     /// Rows of the dense level's queue.
@@ -245,7 +264,7 @@ impl IrcConfig {
     pub fn partner_links(&self) -> usize {
         match self.level {
             IrcLevel::Dense => self.dense_hops().saturating_sub(1).max(1),
-            IrcLevel::Instance => 1,
+            IrcLevel::Instance | IrcLevel::Language => 1,
         }
     }
 
@@ -254,7 +273,7 @@ impl IrcConfig {
     pub fn extra_views(&self) -> usize {
         match self.level {
             IrcLevel::Dense => self.partner_links(),
-            IrcLevel::Instance => 0,
+            IrcLevel::Instance | IrcLevel::Language => 0,
         }
     }
 
@@ -275,13 +294,61 @@ impl IrcConfig {
                 hops: Some(self.dense_hops()),
                 ..self.clone()
             },
+            IrcLevel::Language => Self {
+                pair_temperature: Some(self.pair_tau()),
+                text_sample: Some(self.texts_per_step()),
+                ..self.clone()
+            },
         }
     }
 
     /// Checks every value for batches of `batch_size`; `Err((field, problem))`.
     pub fn check(&self, batch_size: usize) -> std::result::Result<(), (String, String)> {
         let bad = |f: &str, p: String| Err((f.to_string(), p));
+        if self.level != IrcLevel::Language && self.text_sample.is_some() {
+            return bad(
+                "irc.text_sample",
+                "only level = \"language\" reads it".into(),
+            );
+        }
         match self.level {
+            IrcLevel::Language => {
+                for (key, set) in [
+                    ("irc.memory", self.memory.is_some()),
+                    ("irc.memory_size", self.memory_size.is_some()),
+                    ("irc.hops", self.hops.is_some()),
+                    ("irc.pair_queue", self.pair_queue.is_some()),
+                ] {
+                    if set {
+                        return bad(
+                            key,
+                            "the language level walks through corpus texts (irc.text_sample), not a memory of images".into(),
+                        );
+                    }
+                }
+                if self.top_n != 1 {
+                    return bad(
+                        "irc.top_n",
+                        "the language level pairs each image with its top-1 text".into(),
+                    );
+                }
+                let m = self.texts_per_step();
+                if m == 0 || m > crate::config::MAX_ROWS {
+                    return bad(
+                        "irc.text_sample",
+                        format!("must be in 1..={}, got {m}", crate::config::MAX_ROWS),
+                    );
+                }
+                if let Some(t) = self
+                    .pair_temperature
+                    .filter(|t| !(*t > 0.0 && t.is_finite()))
+                {
+                    return bad(
+                        "irc.pair_temperature",
+                        format!("must be a positive number, got {t}"),
+                    );
+                }
+            }
             IrcLevel::Dense => {
                 if let Some(MemoryChoice::Rows(_)) = self.memory {
                     return bad(
@@ -365,8 +432,12 @@ impl IrcConfig {
                 format!("must be in [0, 1), got {}", self.memory_momentum),
             );
         }
-        let rows = self.memory_rows();
-        if rows > crate::config::MAX_ROWS {
+        // The language level has no memory of images (its rows are checked above).
+        let rows = match self.level {
+            IrcLevel::Language => usize::MAX,
+            _ => self.memory_rows(),
+        };
+        if rows != usize::MAX && rows > crate::config::MAX_ROWS {
             return bad(
                 self.rows_key(),
                 format!("must be at most {}, got {rows}", crate::config::MAX_ROWS),
@@ -680,6 +751,7 @@ impl IrcPlugin {
 enum Plugin {
     Instance(IrcPlugin),
     Dense(dense::DensePlugin),
+    Language(language::LanguagePlugin),
 }
 
 /// Any method with the IRC plug-in: the method's step, then the cycle (and auto-pairs) on the
@@ -700,6 +772,19 @@ impl Irc {
         views: usize,
         seed: u64,
         device: &Device,
+    ) -> anyhow::Result<Self> {
+        Self::with_text(inner, cfg, base_dim, views, seed, device, None)
+    }
+
+    /// [`Irc::new`] with the text side the language level walks through.
+    pub fn with_text(
+        inner: Box<dyn Method>,
+        cfg: &IrcConfig,
+        base_dim: usize,
+        views: usize,
+        seed: u64,
+        device: &Device,
+        text: Option<std::sync::Arc<language::TextSide>>,
     ) -> anyhow::Result<Self> {
         let mut params = ParamStore::new();
         for p in inner.params().all() {
@@ -722,6 +807,19 @@ impl Irc {
                 device,
                 &mut params,
             )?),
+            IrcLevel::Language => {
+                let text = text.ok_or_else(|| {
+                    anyhow::anyhow!("irc.level = \"language\" needs a [text] section")
+                })?;
+                Plugin::Language(language::LanguagePlugin::new(
+                    cfg,
+                    inner.backbone(),
+                    text,
+                    seed,
+                    device,
+                    &mut params,
+                )?)
+            }
         };
         Ok(Self {
             inner,
@@ -730,11 +828,19 @@ impl Irc {
         })
     }
 
-    /// The instance-level plug-in (`None` at dense level).
+    /// The instance-level plug-in (`None` at the other levels).
     pub fn plugin(&self) -> Option<&IrcPlugin> {
         match &self.plugin {
             Plugin::Instance(p) => Some(p),
-            Plugin::Dense(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The language-level plug-in (`None` at the other levels).
+    pub fn language(&self) -> Option<&language::LanguagePlugin> {
+        match &self.plugin {
+            Plugin::Language(p) => Some(p),
+            _ => None,
         }
     }
 }
@@ -764,6 +870,7 @@ impl Method for Irc {
                 };
                 p.add_to(&mut out, self.inner.backbone(), views, batch, ctx, far)?
             }
+            Plugin::Language(p) => p.add_to(&mut out, ctx)?,
         }
         Ok(out)
     }
@@ -773,6 +880,7 @@ impl Method for Irc {
         match &mut self.plugin {
             Plugin::Instance(p) => p.remember(),
             Plugin::Dense(p) => p.remember(),
+            Plugin::Language(_) => Ok(()),
         }
     }
 
@@ -781,6 +889,7 @@ impl Method for Irc {
         v.extend(match &self.plugin {
             Plugin::Instance(p) => p.state()?,
             Plugin::Dense(p) => p.state()?,
+            Plugin::Language(p) => p.state()?,
         });
         Ok(v)
     }
@@ -790,6 +899,7 @@ impl Method for Irc {
         match &mut self.plugin {
             Plugin::Instance(p) => p.load_state(t),
             Plugin::Dense(p) => p.load_state(t),
+            Plugin::Language(p) => p.load_state(t),
         }
     }
 
@@ -807,6 +917,7 @@ impl Method for Irc {
         let stats = match &mut self.plugin {
             Plugin::Instance(p) => p.take_stats(),
             Plugin::Dense(p) => p.take_stats(),
+            Plugin::Language(p) => p.take_stats(),
         };
         if let (Some(o), serde_json::Value::Object(irc)) = (v.as_object_mut(), stats) {
             o.extend(irc);

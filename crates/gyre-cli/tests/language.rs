@@ -1,0 +1,147 @@
+//! IRC's language level through the binary, CI-sized: the four shipped FMNIST recipes (SimCLR and
+//! MoCo v2, cycle only and with auto-pairs) train on 512 embedded images and 300 WordNet glosses
+//! (MiniLM from the local Hub cache `scripts/test.sh` lays out), their walk's loss falls, the
+//! auto-pair term appears only where asked; `gyre text embed` reports the cache; bad input.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+fn root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn steps(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "step")
+        .collect()
+}
+
+#[test]
+fn every_language_recipe_trains_ci_sized_and_its_walk_learns() {
+    let dir = tmp("language");
+    let cache = dir.join("text-cache");
+    let data = root().join("data");
+    let sets_owned = [
+        "data.kind=fashion-mnist-embedded".to_string(),
+        "data.subset=512".into(),
+        "train.batch_size=64".into(),
+        "train.epochs=2".into(),
+        "train.log_every=1".into(),
+        "eval.baselines=false".into(),
+        "eval.knn_every=0".into(),
+        "method.queue=256".into(),
+        "text.corpus_size=300".into(),
+        format!("text.cache=\"{}\"", cache.display()),
+        format!("text.hub_cache=\"{}\"", data.join("hf/hub").display()),
+        format!("text.wordnet=\"{}\"", data.join("wordnet").display()),
+    ];
+    for m in ["simclr", "mocov2"] {
+        for v in ["", "-ap"] {
+            let name = format!("{m}-irc-language{v}_resnet-mini_fmnist");
+            let recipe = root().join(format!("recipes/{name}.toml"));
+            let sets: Vec<&str> = sets_owned
+                .iter()
+                .map(String::as_str)
+                .filter(|s| m == "mocov2" || !s.starts_with("method.queue"))
+                .collect();
+            let run = dir.join(&name);
+            let out = train_recipe(&recipe, &run, &sets, &dir);
+            assert_ok(&out, &name);
+            let steps = steps(&run);
+            assert_eq!(steps.len(), 16, "{name}");
+            let cyc: Vec<f64> = steps
+                .iter()
+                .map(|s| {
+                    s["irc_cycle_loss"]
+                        .as_f64()
+                        .expect("a cycle loss every step")
+                })
+                .collect();
+            // 300 texts: a walk that learns nothing returns with p ≈ 1/64 or worse.
+            let head: f64 = cyc[..4].iter().sum::<f64>() / 4.0;
+            let tail: f64 = cyc[12..].iter().sum::<f64>() / 4.0;
+            assert!(tail < head, "{name}: cycle loss {cyc:?}");
+            for s in &steps {
+                let d = s["lang_distinct_top1"].as_f64().unwrap();
+                assert!(d > 0.0 && d <= 1.0, "{name}: {s}");
+            }
+            assert_eq!(
+                steps.iter().any(|s| !s["irc_pair_loss"].is_null()),
+                v == "-ap",
+                "{name}"
+            );
+            eprintln!("{name}: cycle loss {head:.3} → {tail:.3}");
+        }
+    }
+    // The corpus was embedded once, by the first run: `gyre text embed` finds the cache.
+    let mut args = vec![
+        "text",
+        "embed",
+        "--quiet",
+        "--recipe",
+        "../../recipes/simclr-irc-language_resnet-mini_fmnist.toml",
+    ];
+    let owned: Vec<String> = sets_owned[8..].to_vec();
+    for s in &owned {
+        args.extend(["--set", s]);
+    }
+    let out = gyre(&args, &root().join("crates/gyre-cli"));
+    assert_ok(&out, "text embed");
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(v["outcome"], "Hit", "{v}");
+    assert_eq!(v["meta"]["texts"], 300);
+    assert_eq!(v["meta"]["truncated"], 0);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_language_recipes_are_one_line_errors() {
+    let dir = tmp("language-bad");
+    let recipe = root().join("recipes/simclr-irc-language_resnet-mini_fmnist.toml");
+    let r = recipe.to_str().unwrap();
+    let dry = |sets: &[&str]| {
+        let mut a = vec!["train", "--dry-run", "--recipe", r];
+        for s in sets {
+            a.extend(["--set", s]);
+        }
+        gyre(&a, &dir)
+    };
+    // The overlay's language keys are refused at instance level, by name.
+    assert_clean_error(&dry(&["irc.level=\"instance\""]), "reads it");
+    assert_clean_error(&dry(&["irc.text_sample=0"]), "irc.text_sample");
+    assert_clean_error(&dry(&["irc.hops=3"]), "irc.hops");
+    assert_clean_error(&dry(&["text.corpus_size=0"]), "text.corpus_size");
+    // A missing model: the run says how to fetch it, before any training.
+    let empty = dir.join("no-hub");
+    std::fs::create_dir_all(&empty).unwrap();
+    let run = dir.join("r");
+    let out = train_recipe(
+        &recipe,
+        &run,
+        &[&format!("text.hub_cache=\"{}\"", empty.display())],
+        &dir,
+    );
+    assert_clean_error(&out, "cargo xtask data minilm");
+    // An empty corpus folder.
+    let corpus = dir.join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    std::fs::write(corpus.join("a.txt"), "\n\n").unwrap();
+    let hub = root().join("data/hf/hub");
+    let out = train_recipe(
+        &recipe,
+        &run,
+        &[
+            &format!("text.hub_cache=\"{}\"", hub.display()),
+            &format!("text.corpus=\"{}\"", corpus.display()),
+        ],
+        &dir,
+    );
+    assert_clean_error(&out, "text.corpus: no texts");
+    std::fs::remove_dir_all(&dir).ok();
+}
