@@ -101,6 +101,12 @@ enum Cmd {
         /// Probe raw features instead of L2-normalised ones.
         #[arg(long)]
         raw: bool,
+        /// IRC's language level: zero-shot top-1 by class prompts (trained and init
+        /// projections; templates + gloss, templates, gloss), k-means + Hungarian naming and its
+        /// label ceiling, and auto-paired text precision against WordNet, then a few test images'
+        /// top texts: JSON lines. No image–text pair is used.
+        #[arg(long, requires = "checkpoint", conflicts_with_all = ["linear", "pretrained"])]
+        language: bool,
         #[command(flatten)]
         dense: dense::DenseArgs,
     },
@@ -293,8 +299,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             linear_epochs,
             linear_lr,
             raw,
+            language,
             dense,
         } => {
+            if language {
+                let run = checkpoint.as_deref().expect("clap: requires checkpoint");
+                let r = Recipe::load(&run.join("recipe.toml"), &[])?;
+                let device = device_for(&cli.device, &r)?;
+                let opts = gyre_train::language_eval::LanguageEvalOptions::default();
+                let report = gyre_train::language_eval::evaluate(run, &opts, &device)?;
+                for row in report.rows {
+                    println!("{row}");
+                }
+                for e in report.examples {
+                    println!(
+                        "{}",
+                        serde_json::json!({"kind": "top_texts", "index": e.index, "class": e.class,
+                            "texts": e.texts.iter().map(|(t, s)| serde_json::json!({"text": t, "cos": s})).collect::<Vec<_>>()})
+                    );
+                }
+                return Ok(());
+            }
             if dense.dense {
                 return dense::run(checkpoint.as_deref(), &dense, &cli.device);
             }

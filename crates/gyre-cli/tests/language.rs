@@ -78,6 +78,36 @@ fn every_language_recipe_trains_ci_sized_and_its_walk_learns() {
             eprintln!("{name}: cycle loss {head:.3} → {tail:.3}");
         }
     }
+    // The evaluations of a run: every row in range, no pair used.
+    let run = dir.join("simclr-irc-language-ap_resnet-mini_fmnist");
+    let out = gyre(
+        &["eval", "--language", "--checkpoint", run.to_str().unwrap()],
+        &dir,
+    );
+    assert_ok(&out, "eval --language");
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds = |k: &str| rows.iter().filter(|r| r["kind"] == k).count();
+    assert_eq!(
+        [
+            kinds("cluster_ceiling"),
+            kinds("zero_shot"),
+            kinds("kmeans_hungarian"),
+            kinds("auto_pair_precision")
+        ],
+        [1, 6, 2, 2],
+        "{rows:?}"
+    );
+    assert_eq!(kinds("top_texts"), 20, "two test images per class");
+    for r in &rows {
+        for key in ["top1", "precision", "chance"] {
+            if let Some(x) = r[key].as_f64() {
+                assert!((0.0..=1.0).contains(&x), "{r}");
+            }
+        }
+    }
     // The corpus was embedded once, by the first run: `gyre text embed` finds the cache.
     let mut args = vec![
         "text",

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod corpus;
 pub mod error;
 pub mod model;
+pub mod prompts;
 
 pub use cache::{corpus_embeddings, Batching, CacheMeta, CacheOutcome, CorpusEmbeddings};
 pub use corpus::Corpus;

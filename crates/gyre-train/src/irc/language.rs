@@ -166,27 +166,64 @@ struct Tally {
     distinct: f64,
 }
 
+/// The two projections into the shared image–text space: `image_projector` (backbone features
+/// → hidden → d, BatchNorm, as the cycle heads) and `text_projector` (one linear map from the
+/// text model's space, which keeps MiniLM's geometry up to a linear change).
+pub struct LanguageHeads {
+    pub image: ProjectionHead,
+    pub text: ProjectionHead,
+}
+
+impl LanguageHeads {
+    /// The heads at their seeded init.
+    pub fn new(
+        cfg: &IrcConfig,
+        feature_dim: usize,
+        text_dim: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        let image_cfg = ProjectionHeadConfig::new(feature_dim, cfg.head_hidden, cfg.head_output);
+        let text_cfg = ProjectionHeadConfig {
+            input: text_dim,
+            hidden: cfg.head_output,
+            output: cfg.head_output,
+            layers: 1,
+            hidden_bn: false,
+            output_bn: false,
+        };
+        Ok(Self {
+            image: ProjectionHead::new(image_cfg, seed, "image_projector", device)?,
+            text: ProjectionHead::new(text_cfg, seed, "text_projector", device)?,
+        })
+    }
+
+    /// Both heads' tensors under `image_projector.` and `text_projector.`.
+    pub fn params(&self) -> ParamStore {
+        let mut s = ParamStore::new();
+        s.extend_prefixed("image_projector", self.image.params());
+        s.extend_prefixed("text_projector", self.text.params());
+        s
+    }
+
+    /// `n(image_head(features))`; `train`: BatchNorm on batch statistics.
+    pub fn images(&self, features: &Tensor, train: bool) -> Result<Tensor> {
+        l2_normalize(&self.image.forward_t(features, train)?)
+    }
+
+    /// `n(text_head(text embeddings))`.
+    pub fn texts(&self, embeddings: &Tensor) -> Result<Tensor> {
+        l2_normalize(&self.text.forward_t(embeddings, false)?)
+    }
+}
+
 /// The plug-in at language level: its two heads, the text side, diagnostics.
 pub struct LanguagePlugin {
     cfg: IrcConfig,
-    image_head: ProjectionHead,
-    text_head: ProjectionHead,
+    heads: LanguageHeads,
     text: Arc<TextSide>,
     seed: u64,
     tally: Tally,
-}
-
-/// The text head: one linear map from the text model's space into the shared one (keeps
-/// MiniLM's geometry up to a linear change).
-fn text_head_config(text_dim: usize, out: usize) -> ProjectionHeadConfig {
-    ProjectionHeadConfig {
-        input: text_dim,
-        hidden: out,
-        output: out,
-        layers: 1,
-        hidden_bn: false,
-        output_bn: false,
-    }
 }
 
 impl LanguagePlugin {
@@ -199,22 +236,18 @@ impl LanguagePlugin {
         device: &Device,
         params: &mut ParamStore,
     ) -> anyhow::Result<Self> {
-        let image_cfg =
-            ProjectionHeadConfig::new(backbone.feature_dim(), cfg.head_hidden, cfg.head_output);
-        let image_head = ProjectionHead::new(image_cfg, seed, "image_projector", device)?;
-        params.extend_prefixed("image_projector", image_head.params());
-        let text_dim = text.embeddings.dim(1)?;
-        let text_head = ProjectionHead::new(
-            text_head_config(text_dim, cfg.head_output),
+        let heads = LanguageHeads::new(
+            cfg,
+            backbone.feature_dim(),
+            text.embeddings.dim(1)?,
             seed,
-            "text_projector",
             device,
         )?;
-        params.extend_prefixed("text_projector", text_head.params());
+        params.extend_prefixed("image_projector", heads.image.params());
+        params.extend_prefixed("text_projector", heads.text.params());
         Ok(Self {
             cfg: cfg.clone(),
-            image_head,
-            text_head,
+            heads,
             text,
             seed,
             tally: Tally::default(),
@@ -243,22 +276,12 @@ impl LanguagePlugin {
             .embeddings
             .index_select(&idx, 0)?
             .to_device(device)?;
-        l2_normalize(&self.text_head.forward_t(&e, true)?)
+        self.heads.texts(&e)
     }
 
-    /// `n(image_head(features))`.
+    /// `n(image_head(features))`, BatchNorm on the batch.
     pub fn image_group(&self, features: &Tensor) -> Result<Tensor> {
-        l2_normalize(&self.image_head.forward_t(features, true)?)
-    }
-
-    /// Both heads on a whole set, in eval mode (BatchNorm's running statistics): the shared
-    /// space of the zero-shot evaluation.
-    pub fn embed_images_eval(&self, features: &Tensor) -> Result<Tensor> {
-        l2_normalize(&self.image_head.forward_t(features, false)?)
-    }
-
-    pub fn embed_texts_eval(&self, text_embeddings: &Tensor) -> Result<Tensor> {
-        l2_normalize(&self.text_head.forward_t(text_embeddings, false)?)
+        self.heads.images(features, true)
     }
 
     pub fn text(&self) -> &TextSide {
