@@ -10,6 +10,7 @@ mod dense;
 mod embed;
 mod plot;
 mod plot_dense;
+mod plot_text;
 mod text;
 
 use anyhow::Context;
@@ -107,6 +108,9 @@ enum Cmd {
         /// top texts: JSON lines. No image–text pair is used.
         #[arg(long, requires = "checkpoint", conflicts_with_all = ["linear", "pretrained"])]
         language: bool,
+        /// With `--language`: also draw the test images beside their top texts into this PNG.
+        #[arg(long, requires = "language")]
+        grid: Option<PathBuf>,
         #[command(flatten)]
         dense: dense::DenseArgs,
     },
@@ -300,6 +304,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             linear_lr,
             raw,
             language,
+            grid,
             dense,
         } => {
             if language {
@@ -308,10 +313,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let device = device_for(&cli.device, &r)?;
                 let opts = gyre_train::language_eval::LanguageEvalOptions::default();
                 let report = gyre_train::language_eval::evaluate(run, &opts, &device)?;
-                for row in report.rows {
+                if let Some(g) = &grid {
+                    let title = format!(
+                        "{}: test images and their top corpus texts (cosine in the learned space)",
+                        r.name
+                    );
+                    plot_text::text_grid(g, &title, &report)?;
+                }
+                for row in &report.rows {
                     println!("{row}");
                 }
-                for e in report.examples {
+                for e in &report.examples {
                     println!(
                         "{}",
                         serde_json::json!({"kind": "top_texts", "index": e.index, "class": e.class,

@@ -16,14 +16,14 @@ const MATCH_GAP: usize = 4;
 const CORRECT_PX: f32 = 2.0;
 
 /// An RGB canvas that images are pasted into before plotters draws lines and text on it.
-struct Canvas {
+pub(crate) struct Canvas {
     w: usize,
     h: usize,
     px: Vec<u8>,
 }
 
 impl Canvas {
-    fn new(w: usize, h: usize) -> Self {
+    pub(crate) fn new(w: usize, h: usize) -> Self {
         Self {
             w,
             h,
@@ -33,7 +33,7 @@ impl Canvas {
 
     /// Pastes an RGB `size × size` image at `(x0, y0)`, each pixel a `zoom × zoom` block, blended
     /// with `overlay` (an instance mask's colours, `alpha` of them) when given.
-    fn paste(
+    pub(crate) fn paste(
         &mut self,
         img: &[u8],
         size: usize,
@@ -65,7 +65,7 @@ impl Canvas {
         }
     }
 
-    fn save(
+    pub(crate) fn save(
         self,
         path: &Path,
         draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> anyhow::Result<()>,

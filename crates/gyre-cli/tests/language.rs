@@ -80,8 +80,16 @@ fn every_language_recipe_trains_ci_sized_and_its_walk_learns() {
     }
     // The evaluations of a run: every row in range, no pair used.
     let run = dir.join("simclr-irc-language-ap_resnet-mini_fmnist");
+    let grid = dir.join("grid.png");
     let out = gyre(
-        &["eval", "--language", "--checkpoint", run.to_str().unwrap()],
+        &[
+            "eval",
+            "--language",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--grid",
+            grid.to_str().unwrap(),
+        ],
         &dir,
     );
     assert_ok(&out, "eval --language");
@@ -101,6 +109,9 @@ fn every_language_recipe_trains_ci_sized_and_its_walk_learns() {
         "{rows:?}"
     );
     assert_eq!(kinds("top_texts"), 20, "two test images per class");
+    // Two columns of ten images with their texts.
+    let png = image::open(&grid).unwrap();
+    assert_eq!((png.width(), png.height()), (1520, 1400));
     for r in &rows {
         for key in ["top1", "precision", "chance"] {
             if let Some(x) = r[key].as_f64() {

@@ -31,6 +31,8 @@ pub struct LanguageReport {
     /// JSON rows: `zero_shot`, `kmeans_hungarian`, `cluster_ceiling`, `auto_pair_precision`.
     pub rows: Vec<serde_json::Value>,
     pub examples: Vec<Example>,
+    /// The test set the examples index.
+    pub images: std::sync::Arc<gyre_data::ImageSet>,
 }
 
 /// Options of [`evaluate`].
@@ -168,7 +170,11 @@ pub fn evaluate(
             examples = ex;
         }
     }
-    Ok(LanguageReport { rows, examples })
+    Ok(LanguageReport {
+        rows,
+        examples,
+        images: queries,
+    })
 }
 
 fn accuracy(pred: &[u32], labels: &[u32]) -> f64 {
