@@ -2,6 +2,7 @@
 //! default): the Hub's tokenizer.json through `tokenizers`, candle-transformers' BERT, mean pooling
 //! over the real tokens, L2 normalisation. Frozen: outputs are detached.
 
+use crate::bert_tail::BertTail;
 use crate::error::TextError;
 use candle_transformers::models::bert::{BertModel, Config};
 use gyre_data::text_assets;
@@ -88,9 +89,30 @@ const FILES: [&str; 5] = [
 impl TextModel {
     /// Loads the model's files (offline), checks that they agree, and builds the encoder.
     pub fn load(spec: &TextSpec, device: &Device) -> Result<TextModel, TextError> {
+        Ok(Self::load_split(spec, device, 0)?.0)
+    }
+
+    /// The model with its last `train_layers` BERT layers split off as a trainable [`BertTail`]
+    /// (`None` for 0): the returned model runs the first `L − train_layers` layers (frozen), and
+    /// `tail.forward` then [`pool`] finish the embedding.
+    pub fn load_split(
+        spec: &TextSpec,
+        device: &Device,
+        train_layers: usize,
+    ) -> Result<(TextModel, Option<BertTail>), TextError> {
         let (files, revision) = resolve(spec)?;
         let [config, tokenizer, weights, sentence, pooling] = files;
-        let cfg: Config = read_json(&config)?;
+        let mut cfg: Config = read_json(&config)?;
+        if train_layers > cfg.num_hidden_layers {
+            return Err(TextError::Setting {
+                field: "text.train_layers",
+                problem: format!(
+                    "{train_layers} is more than the model's {} layers ({})",
+                    cfg.num_hidden_layers,
+                    config.display()
+                ),
+            });
+        }
         let pool: Pooling = read_json(&pooling)?;
         if !pool.pooling_mode_mean_tokens
             || pool.pooling_mode_cls_token
@@ -156,6 +178,20 @@ impl TextModel {
         }));
         let tensors = gyre_encoders::weights::read_tensors(&weights, device)
             .map_err(|e| TextError::file(&weights, e.to_string()))?;
+        let trunk = cfg.num_hidden_layers - train_layers;
+        let tail = (train_layers > 0)
+            .then(|| {
+                BertTail::from_weights(
+                    &tensors,
+                    trunk,
+                    train_layers,
+                    cfg.num_attention_heads,
+                    cfg.layer_norm_eps,
+                )
+                .map_err(|e| TextError::file(&weights, e))
+            })
+            .transpose()?;
+        cfg.num_hidden_layers = trunk;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         let bert = BertModel::load(vb, &cfg).map_err(|e| {
             TextError::file(
@@ -163,7 +199,7 @@ impl TextModel {
                 format!("not a BERT with {}'s shapes: {e}", config.display()),
             )
         })?;
-        Ok(TextModel {
+        let model = TextModel {
             bert,
             tokenizer: tok,
             vocab_size: cfg.vocab_size,
@@ -171,7 +207,8 @@ impl TextModel {
             dim: cfg.hidden_size,
             revision,
             device: device.clone(),
-        })
+        };
+        Ok((model, tail))
     }
 
     /// The embedding width (384 for MiniLM).
@@ -204,14 +241,25 @@ impl TextModel {
 
     /// Embeds `texts` in one batch (padded to its longest): unit rows `[n, dim]`.
     pub fn embed(&self, texts: &[&str]) -> Result<Embedded, TextError> {
-        let n = texts.len();
-        if n == 0 {
+        if texts.is_empty() {
             return Ok(Embedded {
                 embeddings: Tensor::zeros((0, self.dim), DType::F32, &self.device)?,
                 truncated: 0,
                 tokens: 0,
             });
         }
+        let h = self.hidden(texts)?;
+        Ok(Embedded {
+            embeddings: pool(&h.states, &h.mask)?.detach(),
+            truncated: h.truncated,
+            tokens: h.tokens,
+        })
+    }
+
+    /// The model's last hidden states `[n, T, dim]` (detached) and the attention mask `[n, T]`
+    /// of one padded batch (`texts` not empty).
+    pub fn hidden(&self, texts: &[&str]) -> Result<Hidden, TextError> {
+        let n = texts.len();
         let enc = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
@@ -234,18 +282,36 @@ impl TextModel {
         let tokens = mask.iter().filter(|&&m| m == 1).count();
         let ids = Tensor::from_vec(ids, (n, t), &self.device)?;
         let mask = Tensor::from_vec(mask, (n, t), &self.device)?;
-        let h = self.bert.forward(&ids, &ids.zeros_like()?, Some(&mask))?;
-        // Mean over the real tokens, then unit length (sentence-transformers' Pooling, Normalize).
-        let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let sum = h.broadcast_mul(&m)?.sum(1)?;
-        let mean = sum.broadcast_div(&m.sum(1)?)?;
-        let norm = mean.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-12)?;
-        Ok(Embedded {
-            embeddings: mean.broadcast_div(&norm)?.detach(),
+        let states = self
+            .bert
+            .forward(&ids, &ids.zeros_like()?, Some(&mask))?
+            .detach();
+        Ok(Hidden {
+            states,
+            mask,
             truncated,
             tokens,
         })
     }
+}
+
+/// One batch's hidden states, for a trainable tail.
+pub struct Hidden {
+    pub states: Tensor,
+    /// `[n, T]` U32, 1 for a real token.
+    pub mask: Tensor,
+    pub truncated: usize,
+    pub tokens: usize,
+}
+
+/// Mean over the real tokens of `h` `[n, T, H]` under `mask` `[n, T]`, then unit length
+/// (sentence-transformers' Pooling and Normalize).
+pub fn pool(h: &Tensor, mask: &Tensor) -> gyre_kernels::Result<Tensor> {
+    let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+    let sum = h.broadcast_mul(&m)?.sum(1)?;
+    let mean = sum.broadcast_div(&m.sum(1)?)?;
+    let norm = mean.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-12)?;
+    mean.broadcast_div(&norm)
 }
 
 /// The five files of `spec.model`, from its folder or the Hub cache, and the revision name.
