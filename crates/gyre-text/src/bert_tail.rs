@@ -4,6 +4,7 @@
 //! `softmax_last_dim` have none, so training them through candle-transformers would give zero
 //! gradients silently). Same names and maths as Hugging Face's `BertLayer` (post-norm, exact GELU).
 
+use gyre_encoders::{ParamKind, ParamStore};
 use gyre_kernels::candle::{DType, Tensor, Var, D};
 use gyre_kernels::nn::ops::{layer_norm_slow, softmax};
 use gyre_kernels::Result;
@@ -42,7 +43,7 @@ pub struct BertTail {
     layers: Vec<Layer>,
     heads: usize,
     eps: f32,
-    vars: Vec<(String, Var)>,
+    params: ParamStore,
 }
 
 impl BertTail {
@@ -55,16 +56,24 @@ impl BertTail {
         heads: usize,
         eps: f64,
     ) -> std::result::Result<BertTail, String> {
-        let mut vars = Vec::new();
+        let mut params = ParamStore::new();
         let mut get = |name: String| -> std::result::Result<Var, String> {
             let t = tensors
                 .get(&name)
                 .or_else(|| tensors.get(&format!("bert.{name}")))
                 .ok_or_else(|| format!("no tensor {name}"))?;
-            let v = Var::from_tensor(&t.to_dtype(DType::F32).map_err(|e| e.to_string())?)
+            let kind = match (name.contains("LayerNorm"), name.ends_with(".bias")) {
+                (true, false) => ParamKind::NormWeight,
+                (true, true) => ParamKind::NormBias,
+                (false, true) => ParamKind::Bias,
+                (false, false) => ParamKind::Weight,
+            };
+            // A copy: training the tail never changes the frozen model's tensors.
+            let value = t
+                .to_dtype(DType::F32)
+                .and_then(|t| t.copy())
                 .map_err(|e| e.to_string())?;
-            vars.push((name, v.clone()));
-            Ok(v)
+            params.add(name, value, kind).map_err(|e| e.to_string())
         };
         let mut layers = Vec::new();
         for i in first..first + count {
@@ -100,13 +109,13 @@ impl BertTail {
             layers,
             heads,
             eps: eps as f32,
-            vars,
+            params,
         })
     }
 
-    /// The trainable tensors, by their model names.
-    pub fn vars(&self) -> &[(String, Var)] {
-        &self.vars
+    /// The trainable tensors, by their model names (`encoder.layer.5.output.dense.weight`, …).
+    pub fn params(&self) -> &ParamStore {
+        &self.params
     }
 
     /// The layers on hidden states `h` `[n, T, H]` with the attention mask `[n, T]` (1 = token).

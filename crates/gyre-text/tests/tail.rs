@@ -26,7 +26,7 @@ fn trunk_and_tail_give_the_whole_models_embeddings() {
     for k in [1, 2, 6] {
         let (trunk, tail) = TextModel::load_split(&spec(), &Device::Cpu, k).unwrap();
         let tail = tail.expect("k > 0");
-        assert_eq!(tail.vars().len(), 16 * k, "16 tensors per layer");
+        assert_eq!(tail.params().all().len(), 16 * k, "16 tensors per layer");
         let h = trunk.hidden(&TEXTS).unwrap();
         let got: Vec<Vec<f32>> = pool(&tail.forward(&h.states, &h.mask).unwrap(), &h.mask)
             .unwrap()
@@ -74,7 +74,13 @@ fn the_tail_gets_the_finite_difference_gradient() {
         "encoder.layer.5.attention.self.query.weight",
         "encoder.layer.5.intermediate.dense.bias",
     ] {
-        let (_, var) = tail.vars().iter().find(|(n, _)| n == name).unwrap();
+        let var = &tail
+            .params()
+            .all()
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap()
+            .var;
         let g = grads
             .get(var.as_tensor())
             .expect("a gradient")

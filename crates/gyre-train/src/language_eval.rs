@@ -87,6 +87,24 @@ pub fn evaluate(
     let wp = checkpoint::weights_path(run_dir);
     let net = checkpoint::backbone_from(&recipe, &loaded.tensors, &wp, device)?;
     let side = TextSide::load(text_cfg, &mut |_, _| {})?;
+    if let Some(t) = &side.tail {
+        // The trained last layers of the text model (`text.train_layers`).
+        let mut store = gyre_encoders::ParamStore::new();
+        store.extend_prefixed("text_tail", t.layers.params());
+        checkpoint::restore_params(&store, &loaded.tensors, &wp)?;
+    }
+    // The corpus in the text model's space: the cache, or with a trained tail every text again.
+    let corpus_embeddings = match &side.tail {
+        None => side.embeddings.to_device(device)?,
+        Some(_) => {
+            let texts: Vec<&str> = side.corpus.texts().iter().map(String::as_str).collect();
+            let parts = texts
+                .chunks(256)
+                .map(|c| Ok(side.embed_live(c, device)?.detach()))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Tensor::cat(&parts, 0)?
+        }
+    };
     let wn = WordNet::read(&text_cfg.wordnet)?;
     let text_dim = side.embeddings.dim(1)?;
     let trained = LanguageHeads::new(irc, net.feature_dim(), text_dim, recipe.seed, device)?;
@@ -162,7 +180,15 @@ pub fn evaluate(
             "kind": "kmeans_hungarian", "heads": which, "top1": accuracy(&pred, &labels),
         }));
         let (mut row, ex) = precision(
-            heads, &img, &side, classes, &labels, keep, &wn, opts, device,
+            heads,
+            &img,
+            &side,
+            &corpus_embeddings,
+            classes,
+            &labels,
+            keep,
+            &wn,
+            opts,
         )?;
         row["heads"] = json!(which);
         rows.push(row);
@@ -194,7 +220,7 @@ fn class_weights(
     for c in classes {
         let prompts = c.prompts(set, wn);
         let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-        let e = side.model.embed(&refs)?.embeddings.to_device(device)?;
+        let e = side.embed_live(&refs, device)?.detach();
         let t = heads.texts(&e)?.mean(0)?;
         rows.push(t);
     }
@@ -208,15 +234,15 @@ fn precision(
     heads: &LanguageHeads,
     img: &Tensor,
     side: &TextSide,
+    corpus_embeddings: &Tensor,
     classes: &[ClassText],
     labels: &[u32],
     keep: f64,
     wn: &WordNet,
     opts: &LanguageEvalOptions,
-    device: &Device,
 ) -> anyhow::Result<(serde_json::Value, Vec<Example>)> {
     let n = labels.len();
-    let texts = heads.texts(&side.embeddings.to_device(device)?)?;
+    let texts = heads.texts(corpus_embeddings)?;
     let (mut top, mut score) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let per = opts.texts_per_example.max(1);
     let mut shown: Vec<usize> = Vec::new();

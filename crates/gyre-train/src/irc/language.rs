@@ -22,8 +22,9 @@ use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
 use gyre_kernels::candle::{bail, DType};
 use gyre_kernels::{Device, Result, Tensor};
 use gyre_losses::{auto_pair, circulation_loss, l2_normalize, AutoPairOptions, CirculationOptions};
+use gyre_text::bert_tail::BertTail;
 use gyre_text::cache::Batching;
-use gyre_text::{Corpus, TextModel, TextSpec};
+use gyre_text::{pool, Corpus, TextModel, TextSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -56,6 +57,11 @@ pub struct TextConfig {
     /// Padded tokens per embedding batch (attention memory grows with T² per text).
     #[serde(default = "d_batch_tokens")]
     pub batch_tokens: usize,
+    /// Train the text model's last k layers (0: frozen, the corpus embedded once). With k > 0
+    /// the step's texts run through the frozen first layers and the trainable last ones live, so
+    /// keep `irc.text_sample` small (e.g. 256).
+    #[serde(default)]
+    pub train_layers: usize,
 }
 fn d_model() -> String {
     gyre_data::text_assets::MINILM_ID.into()
@@ -113,14 +119,39 @@ impl TextConfig {
 }
 
 /// The loaded text side: the model (for prompts at evaluation), the corpus and its frozen
-/// embeddings.
+/// embeddings, and with `train_layers` the model split into a frozen trunk and a trainable tail.
 pub struct TextSide {
     pub model: TextModel,
     pub corpus: Corpus,
-    /// `[N, dim]` on the CPU, unit rows.
+    /// `[N, dim]` on the CPU, unit rows, by the whole frozen model.
     pub embeddings: Tensor,
     pub meta: gyre_text::CacheMeta,
     pub outcome: gyre_text::CacheOutcome,
+    pub tail: Option<Tail>,
+}
+
+/// The text model's first layers (frozen) and its last `train_layers` (trainable).
+pub struct Tail {
+    pub trunk: TextModel,
+    pub layers: BertTail,
+}
+
+impl TextSide {
+    /// Unit embeddings `[n, dim]` of `texts` on `device`: through the trunk and the trainable
+    /// tail (with gradient) when there is one, else the frozen model (detached).
+    pub fn embed_live(&self, texts: &[&str], device: &Device) -> anyhow::Result<Tensor> {
+        Ok(match &self.tail {
+            Some(t) => {
+                let h = t.trunk.hidden(texts)?;
+                let mask = h.mask.to_device(device)?;
+                pool(
+                    &t.layers.forward(&h.states.to_device(device)?, &mask)?,
+                    &mask,
+                )?
+            }
+            None => self.model.embed(texts)?.embeddings.to_device(device)?,
+        })
+    }
 }
 
 impl TextSide {
@@ -146,12 +177,23 @@ impl TextSide {
         let e = gyre_text::corpus_embeddings(
             &cfg.model, &model, &corpus, &cfg.cache, batching, progress,
         )?;
+        let tail = match cfg.train_layers {
+            0 => None,
+            k => {
+                let (trunk, layers) = TextModel::load_split(&cfg.spec(), &Device::Cpu, k)?;
+                Some(Tail {
+                    trunk,
+                    layers: layers.expect("k > 0"),
+                })
+            }
+        };
         Ok(TextSide {
             model,
             corpus,
             embeddings: e.embeddings,
             meta: e.meta,
             outcome: e.outcome,
+            tail,
         })
     }
 }
@@ -245,6 +287,9 @@ impl LanguagePlugin {
         )?;
         params.extend_prefixed("image_projector", heads.image.params());
         params.extend_prefixed("text_projector", heads.text.params());
+        if let Some(t) = &text.tail {
+            params.extend_prefixed("text_tail", t.layers.params());
+        }
         Ok(Self {
             cfg: cfg.clone(),
             heads,
@@ -268,8 +313,20 @@ impl LanguagePlugin {
         idx
     }
 
-    /// `n(text_head(E[rows]))` on `device`.
+    /// `n(text_head(E[rows]))` on `device` (with a trainable tail, the rows' texts embedded
+    /// live).
     pub fn text_group(&self, rows: &[u32], device: &Device) -> Result<Tensor> {
+        if self.text.tail.is_some() {
+            let texts: Vec<&str> = rows
+                .iter()
+                .map(|&r| self.text.corpus.texts()[r as usize].as_str())
+                .collect();
+            let e = self
+                .text
+                .embed_live(&texts, device)
+                .map_err(gyre_kernels::Error::wrap)?;
+            return self.heads.texts(&e);
+        }
         let idx = Tensor::from_slice(rows, rows.len(), &Device::Cpu)?;
         let e = self
             .text
@@ -559,6 +616,35 @@ pub(crate) mod tests {
             let norm = g.sqr()?.sum_all()?.to_scalar::<f32>()?;
             assert!(norm > 0.0 && norm.is_finite(), "{name}: |g|² = {norm}");
         }
+        Ok(())
+    }
+
+    /// `text.train_layers = 1`: the step's texts run through MiniLM's frozen first five layers and
+    /// its trainable sixth, which gets the walk's gradient.
+    #[test]
+    fn a_trainable_text_tail_gets_the_gradient() -> anyhow::Result<()> {
+        let cfg = TextConfig {
+            train_layers: 1,
+            ..small_text_config(40, "tail")
+        };
+        let side = Arc::new(TextSide::load(&cfg, &mut |_, _| {})?);
+        let irc_cfg = lang_cfg("");
+        let mut irc = simclr_irc(&irc_cfg, side.clone())?;
+        let name = "text_tail.encoder.layer.5.output.LayerNorm.weight";
+        let p = irc
+            .params()
+            .get(name)
+            .expect("the tail is in the params")
+            .clone();
+        let out = irc.step(&random_views(2, 8, 2)?, &batch(8), ctx(1))?;
+        let grads = out.loss.backward()?;
+        let g = grads.get(p.var.as_tensor()).expect("a gradient");
+        assert!(g.sqr()?.sum_all()?.to_scalar::<f32>()? > 0.0);
+        // Live texts through trunk + untrained tail = the cached embeddings of the whole model.
+        let live = side.embed_live(&[side.corpus.texts()[3].as_str()], &Device::Cpu)?;
+        let cached = side.embeddings.get(3)?.unsqueeze(0)?;
+        let d = (live - cached)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(d < 1e-5, "{d}");
         Ok(())
     }
 
