@@ -101,7 +101,7 @@ fn the_tail_gets_the_finite_difference_gradient() {
             .to_vec1::<f32>()
             .unwrap();
         let eps = 1e-2f32;
-        let mut at = |delta: f32| -> f32 {
+        let at = |delta: f32| -> f32 {
             let mut v = orig.clone();
             v[i] += delta;
             var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap())
