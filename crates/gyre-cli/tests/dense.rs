@@ -378,7 +378,7 @@ fn bench_times_a_recipes_own_step() {
     assert!(rows[0]["final_loss"].as_f64().unwrap().is_finite());
 }
 
-/// The video recipes train on frame folders laid out as `cargo xtask data opencv-video` writes
+/// The video recipes (IRC dense on frame pairs among them) train on frame folders laid out as `cargo xtask data opencv-video` writes
 /// them (here small generated frames, so CI needs no decoder): the clips are cut as
 /// `[data.video]` says; a missing video folder is a one-line error naming the fix.
 #[test]
@@ -398,7 +398,7 @@ fn video_recipes_train_on_frame_folders() {
         }
     }
     let root_set = format!("data.root={}", videos.display());
-    for (m, batch, steps) in [("crw", 2, 5), ("densecl", 8, 5)] {
+    for (m, batch, steps) in [("crw", 2, 5), ("densecl", 8, 5), ("mocov2-irc-dense", 8, 5)] {
         let recipe = root.join(format!("recipes/{m}_resnet-mini_video.toml"));
         let run = dir.join(m);
         let batch = format!("train.batch_size={batch}");
@@ -410,7 +410,7 @@ fn video_recipes_train_on_frame_folders() {
             "train.log_every=1",
             batch.as_str(),
         ];
-        if m == "densecl" {
+        if m != "crw" {
             sets.push("method.queue=64");
         }
         let out = train_recipe(&recipe, &run, &sets, &dir);
