@@ -136,6 +136,8 @@ pub fn evaluate(
     let mut examples = Vec::new();
     for (heads, which) in [(&trained, "trained"), (&init, "init")] {
         let img = heads.images(&feats, false)?;
+        // Each prompt set's class weights; templates + gloss also name the k-means clusters.
+        let mut ensemble = None;
         for set in [
             PromptSet::TemplatesAndGloss,
             PromptSet::Templates,
@@ -147,17 +149,13 @@ pub fn evaluate(
                 "kind": "zero_shot", "heads": which, "prompts": set.name(),
                 "top1": accuracy(&pred, &labels),
             }));
+            if set == PromptSet::TemplatesAndGloss {
+                ensemble = Some(w);
+            }
         }
         // k-means clusters named by the Hungarian assignment of their mean embedding to the
         // class weights (templates + gloss).
-        let w = class_weights(
-            heads,
-            &side,
-            classes,
-            PromptSet::TemplatesAndGloss,
-            &wn,
-            device,
-        )?;
+        let w = ensemble.expect("the first prompt set");
         let img_rows: Vec<Vec<f32>> = img.to_vec2()?;
         let d = img_rows[0].len();
         let mut centre = vec![0f32; k * d];

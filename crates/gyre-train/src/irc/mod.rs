@@ -432,22 +432,21 @@ impl IrcConfig {
                 format!("must be in [0, 1), got {}", self.memory_momentum),
             );
         }
-        // The language level has no memory of images (its rows are checked above).
-        let rows = match self.level {
-            IrcLevel::Language => usize::MAX,
-            _ => self.memory_rows(),
-        };
-        if rows != usize::MAX && rows > crate::config::MAX_ROWS {
-            return bad(
-                self.rows_key(),
-                format!("must be at most {}, got {rows}", crate::config::MAX_ROWS),
-            );
-        }
-        if rows < batch_size {
-            return bad(
-                self.rows_key(),
-                format!("must hold at least one batch ({batch_size}), got {rows}"),
-            );
+        // The language level has no memory of images (its texts are checked above).
+        let rows = (self.level != IrcLevel::Language).then(|| self.memory_rows());
+        if let Some(rows) = rows {
+            if rows > crate::config::MAX_ROWS {
+                return bad(
+                    self.rows_key(),
+                    format!("must be at most {}, got {rows}", crate::config::MAX_ROWS),
+                );
+            }
+            if rows < batch_size {
+                return bad(
+                    self.rows_key(),
+                    format!("must hold at least one batch ({batch_size}), got {rows}"),
+                );
+            }
         }
         for (f, v) in [
             ("irc.head_hidden", self.head_hidden),
@@ -469,7 +468,7 @@ impl IrcConfig {
         if !(0.0..=1.0).contains(&self.ramp) {
             return bad("irc.ramp", format!("must be in [0, 1], got {}", self.ramp));
         }
-        if self.top_n == 0 || self.top_n > rows {
+        if self.top_n == 0 || rows.is_some_and(|r| self.top_n > r) {
             return bad(
                 "irc.top_n",
                 format!("must be in 1..=memory, got {}", self.top_n),
