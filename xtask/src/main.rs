@@ -55,6 +55,19 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
+/// Where `cargo build` in `root` puts its output: `CARGO_TARGET_DIR` (relative to `root`) when
+/// set, as cargo reads it, else `root/target`.
+fn target_dir(root: &Path) -> PathBuf {
+    target_dir_from(root, std::env::var_os("CARGO_TARGET_DIR"))
+}
+
+fn target_dir_from(root: &Path, var: Option<std::ffi::OsString>) -> PathBuf {
+    match var {
+        Some(d) if !d.is_empty() => root.join(d),
+        _ => root.join("target"),
+    }
+}
+
 fn run_gyre(cmd: &str, args: &[String]) -> Result<()> {
     let root = root();
     let status = Command::new(cargo())
@@ -73,7 +86,7 @@ fn run_gyre(cmd: &str, args: &[String]) -> Result<()> {
     if !status.success() {
         bail!("cargo build failed");
     }
-    let bin = root.join("target/release/gyre");
+    let bin = target_dir(&root).join("release/gyre");
     if cmd != "train" {
         let status = Command::new(&bin)
             .current_dir(&root)
@@ -159,5 +172,25 @@ mod tests {
             };
             assert_eq!(args, flags, "{cmd}");
         }
+    }
+
+    /// The binary `cargo xtask train` runs is the one `cargo build` just wrote, wherever
+    /// `CARGO_TARGET_DIR` puts it (relative paths from the repository root, as cargo reads them).
+    #[test]
+    fn the_gyre_binary_follows_cargo_target_dir() {
+        let root = Path::new("/repo");
+        assert_eq!(target_dir_from(root, None), Path::new("/repo/target"));
+        assert_eq!(
+            target_dir_from(root, Some("".into())),
+            Path::new("/repo/target")
+        );
+        assert_eq!(
+            target_dir_from(root, Some("build/t".into())),
+            Path::new("/repo/build/t")
+        );
+        assert_eq!(
+            target_dir_from(root, Some("/cache/t".into())),
+            Path::new("/cache/t")
+        );
     }
 }
