@@ -41,119 +41,158 @@ pub(crate) fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing: {e:?}")
 }
 
+/// The area every chart draws on: an RGB buffer of `w × h`, drawn by `draw`, then written to
+/// `path` as PNG through `image` (one image crate in the build: plotters' own encoder would pull
+/// a second, older one) — atomically, through a temporary file beside it.
+pub(crate) fn png_from(
+    path: &Path,
+    px: &mut [u8],
+    (w, h): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    {
+        let root = BitMapBackend::with_buffer(px, (w, h)).into_drawing_area();
+        draw(&root)?;
+        root.present().map_err(err)?;
+    }
+    let tmp = path.with_extension("png.tmp");
+    image::save_buffer_with_format(
+        &tmp,
+        px,
+        w,
+        h,
+        image::ColorType::Rgb8,
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename", path.display()))
+}
+
+/// [`png_from`] on a white `w × h` canvas.
+pub(crate) fn png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut px = vec![255u8; size.0 as usize * size.1 as usize * 3];
+    png_from(path, &mut px, size, draw)
+}
+
 /// Loss (left axis) and learning rate (right axis) over steps.
 pub fn loss_chart(path: &Path, title: &str, steps: &[(f64, f64, f64)]) -> anyhow::Result<()> {
     register_font();
-    let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let xmax = steps.iter().map(|s| s.0).fold(1.0, f64::max);
-    let (lmin, lmax) = steps
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), s| {
-            (a.min(s.1), b.max(s.1))
-        });
-    let (lmin, lmax) = pad(lmin, lmax);
-    let rmax = steps.iter().map(|s| s.2).fold(1e-9, f64::max) * 1.1;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 26))
-        .margin(15)
-        .x_label_area_size(50)
-        .y_label_area_size(70)
-        .right_y_label_area_size(70)
-        .build_cartesian_2d(0f64..xmax, lmin..lmax)
-        .map_err(err)?
-        .set_secondary_coord(0f64..xmax, 0f64..rmax);
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .y_desc("training loss")
-        .label_style(("sans-serif", 16))
-        .axis_desc_style(("sans-serif", 20))
-        .draw()
-        .map_err(err)?;
-    chart
-        .configure_secondary_axes()
-        .y_desc("learning rate")
-        .label_style(("sans-serif", 16))
-        .axis_desc_style(("sans-serif", 20))
-        .draw()
-        .map_err(err)?;
-    let blue = PALETTE[0];
-    let orange = PALETTE[1];
-    chart
-        .draw_series(LineSeries::new(
-            steps.iter().map(|s| (s.0, s.1)),
-            blue.stroke_width(2),
-        ))
-        .map_err(err)?
-        .label("loss (left axis)")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], blue.stroke_width(3)));
-    chart
-        .draw_secondary_series(LineSeries::new(
-            steps.iter().map(|s| (s.0, s.2)),
-            orange.stroke_width(2),
-        ))
-        .map_err(err)?
-        .label("learning rate (right axis)")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], orange.stroke_width(3)));
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", 18))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+    png(path, (1000, 600), |root| {
+        let xmax = steps.iter().map(|s| s.0).fold(1.0, f64::max);
+        let (lmin, lmax) = steps
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), s| {
+                (a.min(s.1), b.max(s.1))
+            });
+        let (lmin, lmax) = pad(lmin, lmax);
+        let rmax = steps.iter().map(|s| s.2).fold(1e-9, f64::max) * 1.1;
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 26))
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .right_y_label_area_size(70)
+            .build_cartesian_2d(0f64..xmax, lmin..lmax)
+            .map_err(err)?
+            .set_secondary_coord(0f64..xmax, 0f64..rmax);
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("training loss")
+            .label_style(("sans-serif", 16))
+            .axis_desc_style(("sans-serif", 20))
+            .draw()
+            .map_err(err)?;
+        chart
+            .configure_secondary_axes()
+            .y_desc("learning rate")
+            .label_style(("sans-serif", 16))
+            .axis_desc_style(("sans-serif", 20))
+            .draw()
+            .map_err(err)?;
+        let blue = PALETTE[0];
+        let orange = PALETTE[1];
+        chart
+            .draw_series(LineSeries::new(
+                steps.iter().map(|s| (s.0, s.1)),
+                blue.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label("loss (left axis)")
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], blue.stroke_width(3))
+            });
+        chart
+            .draw_secondary_series(LineSeries::new(
+                steps.iter().map(|s| (s.0, s.2)),
+                orange.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label("learning rate (right axis)")
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], orange.stroke_width(3))
+            });
+        chart
+            .configure_series_labels()
+            .label_font(("sans-serif", 18))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    })
 }
 
 /// kNN top-1 (%) over epochs.
 pub fn knn_chart(path: &Path, title: &str, points: &[(f64, f64)]) -> anyhow::Result<()> {
     register_font();
-    let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let xmax = points.iter().map(|p| p.0).fold(1.0, f64::max);
-    let (lo, hi) = points
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-            (a.min(p.1), b.max(p.1))
-        });
-    let (lo, hi) = pad(lo, hi);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 26))
-        .margin(15)
-        .x_label_area_size(50)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..xmax + 0.5, lo..hi)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc("kNN top-1 (%)")
-        .label_style(("sans-serif", 16))
-        .axis_desc_style(("sans-serif", 20))
-        .draw()
-        .map_err(err)?;
-    let c = PALETTE[2];
-    chart
-        .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))
-        .map_err(err)?
-        .label("kNN top-1 on the test split")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3)));
-    chart
-        .draw_series(points.iter().map(|&p| Circle::new(p, 5, c.filled())))
-        .map_err(err)?;
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", 18))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+    png(path, (1000, 600), |root| {
+        let xmax = points.iter().map(|p| p.0).fold(1.0, f64::max);
+        let (lo, hi) = points
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+                (a.min(p.1), b.max(p.1))
+            });
+        let (lo, hi) = pad(lo, hi);
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 26))
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..xmax + 0.5, lo..hi)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("kNN top-1 (%)")
+            .label_style(("sans-serif", 16))
+            .axis_desc_style(("sans-serif", 20))
+            .draw()
+            .map_err(err)?;
+        let c = PALETTE[2];
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))
+            .map_err(err)?
+            .label("kNN top-1 on the test split")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3)));
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 5, c.filled())))
+            .map_err(err)?;
+        chart
+            .configure_series_labels()
+            .label_font(("sans-serif", 18))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    })
 }
 
 /// The top two principal directions of `x` (`[n, d]` row-major), by power iteration on the
@@ -214,55 +253,54 @@ pub fn pca_chart(
     classes: &[String],
 ) -> anyhow::Result<()> {
     register_font();
-    let root = BitMapBackend::new(path, (1000, 800)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let (x0, x1) = pad(
-        points.iter().map(|p| p.0).fold(f64::INFINITY, f64::min),
-        points.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max),
-    );
-    let (y0, y1) = pad(
-        points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
-        points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
-    );
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 26))
-        .margin(15)
-        .x_label_area_size(50)
-        .y_label_area_size(70)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("principal component 1")
-        .y_desc("principal component 2")
-        .label_style(("sans-serif", 16))
-        .axis_desc_style(("sans-serif", 20))
-        .draw()
-        .map_err(err)?;
-    for (c, name) in classes.iter().enumerate() {
-        let col = PALETTE[c % PALETTE.len()];
+    png(path, (1000, 800), |root| {
+        let (x0, x1) = pad(
+            points.iter().map(|p| p.0).fold(f64::INFINITY, f64::min),
+            points.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max),
+        );
+        let (y0, y1) = pad(
+            points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
+            points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
+        );
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 26))
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(err)?;
         chart
-            .draw_series(
-                points
-                    .iter()
-                    .zip(labels)
-                    .filter(|(_, &l)| l as usize == c)
-                    .map(|(&p, _)| Circle::new(p, 2, col.mix(0.6).filled())),
-            )
-            .map_err(err)?
-            .label(name.as_str())
-            .legend(move |(x, y)| Circle::new((x + 10, y), 5, col.filled()));
-    }
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", 16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+            .configure_mesh()
+            .x_desc("principal component 1")
+            .y_desc("principal component 2")
+            .label_style(("sans-serif", 16))
+            .axis_desc_style(("sans-serif", 20))
+            .draw()
+            .map_err(err)?;
+        for (c, name) in classes.iter().enumerate() {
+            let col = PALETTE[c % PALETTE.len()];
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .zip(labels)
+                        .filter(|(_, &l)| l as usize == c)
+                        .map(|(&p, _)| Circle::new(p, 2, col.mix(0.6).filled())),
+                )
+                .map_err(err)?
+                .label(name.as_str())
+                .legend(move |(x, y)| Circle::new((x + 10, y), 5, col.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .label_font(("sans-serif", 16))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    })
 }
 
 /// Draws the loss/lr and kNN charts of a run from its `metrics.jsonl` into `<run>/plots/`;

@@ -71,20 +71,7 @@ impl Canvas {
         draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let mut px = self.px;
-        {
-            let root = BitMapBackend::with_buffer(&mut px, (self.w as u32, self.h as u32))
-                .into_drawing_area();
-            draw(&root)?;
-            root.present().map_err(err)?;
-        }
-        image::save_buffer(
-            path,
-            &px,
-            self.w as u32,
-            self.h as u32,
-            image::ColorType::Rgb8,
-        )
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        crate::plot::png_from(path, &mut px, (self.w as u32, self.h as u32), draw)
     }
 }
 

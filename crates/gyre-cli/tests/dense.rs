@@ -263,7 +263,7 @@ fn every_scene_recipe_trains_ci_sized_and_scores_dense() {
             rows[2]["j_mean"]
         );
         if clips {
-            // The dense plots of a scenes run: two PNGs of the expected sizes.
+            // The dense plots of a scenes run, and its loss chart: PNGs of the expected sizes.
             let out = gyre(&["plot", run.to_str().unwrap()], &dir);
             assert!(
                 out.status.success(),
@@ -273,6 +273,7 @@ fn every_scene_recipe_trains_ci_sized_and_scores_dense() {
             for (file, w) in [
                 ("dense_matches.png", 2 * 64 * 6 + 24),
                 ("dense_propagation.png", 110 + 4 * (256 + 8)),
+                ("loss.png", 1000),
             ] {
                 let img = image::open(run.join("plots").join(file)).unwrap();
                 assert_eq!(img.width() as usize, w, "{file}");

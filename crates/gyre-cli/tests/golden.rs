@@ -21,6 +21,7 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// The kernel family this process's `gemm` runs (see the module doc).
 fn isa() -> String {
@@ -32,6 +33,15 @@ fn isa() -> String {
         return "avx512".into();
     }
     "avx2".into()
+}
+
+/// How many runs go at once: `GYRE_TEST_JOBS`, else one per core.
+fn jobs() -> usize {
+    std::env::var("GYRE_TEST_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
 }
 
 fn golden_path() -> PathBuf {
@@ -68,10 +78,18 @@ fn with_irc(name: &str) -> bool {
 
 /// The CI-sized run of one recipe: 256 embedded images, batch 64, two epochs of 4 steps (so
 /// InterCLR's inter term runs in the second), kNN at the end only; queues and memories small
-/// enough to fill.
-fn run(name: &str, recipe: Option<&Path>, overlay: Option<&Path>, dir: &Path) -> serde_json::Value {
+/// enough to fill. `one_thread`: the run and its evaluation get `--threads 1`.
+fn run(
+    name: &str,
+    recipe: Option<&Path>,
+    overlay: Option<&Path>,
+    dir: &Path,
+    one_thread: bool,
+) -> serde_json::Value {
     let run = dir.join(name);
+    let threads: &[&str] = if one_thread { &["--threads", "1"] } else { &[] };
     let mut args: Vec<String> = vec!["train".into(), "--quiet".into()];
+    args.extend(threads.iter().map(|a| a.to_string()));
     if let Some(r) = recipe {
         args.extend(["--recipe".into(), r.display().to_string()]);
     }
@@ -123,7 +141,7 @@ fn run(name: &str, recipe: Option<&Path>, overlay: Option<&Path>, dir: &Path) ->
             v
         })
         .collect();
-    check_learning(name, &run, &lines, &summary(&out), dir);
+    check_learning(name, &run, &lines, &summary(&out), dir, threads);
     serde_json::Value::Array(lines)
 }
 
@@ -134,6 +152,7 @@ fn check_learning(
     lines: &[serde_json::Value],
     summary: &serde_json::Value,
     dir: &Path,
+    threads: &[&str],
 ) {
     let steps: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"] == "step").collect();
     assert_eq!(steps.len(), 8, "{name}: step lines");
@@ -170,10 +189,9 @@ fn check_learning(
             assert!(last < first, "{name}: loss {first} → {last}: {losses:?}");
         }
         // The checkpoint evaluates to the kNN the run logged.
-        let out = gyre(
-            &["eval", "--checkpoint", run.to_str().unwrap(), "--k", "20"],
-            dir,
-        );
+        let mut args = vec!["eval", "--checkpoint", run.to_str().unwrap(), "--k", "20"];
+        args.extend(threads);
+        let out = gyre(&args, dir);
         assert_ok(&out, name);
         let ev: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii_end()).unwrap();
         assert_eq!(ev["knn_top1"].as_f64(), Some(top1), "{name}: eval");
@@ -236,11 +254,23 @@ fn every_fmnist_recipe_logs_its_recorded_values() {
             ));
         }
     }
-    let mut got = BTreeMap::new();
-    for (name, recipe, overlay) in runs {
-        let v = run(&name, recipe.as_deref(), overlay.as_deref(), &dir);
-        got.insert(name, v);
-    }
+    // The runs are independent processes: one per core at a time, each on one thread (the
+    // record holds at any thread count, so this also checks that).
+    let jobs = jobs().min(runs.len());
+    let queue = Mutex::new(runs.into_iter());
+    let got = Mutex::new(BTreeMap::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let Some((name, recipe, overlay)) = queue.lock().unwrap().next() else {
+                    break;
+                };
+                let v = run(&name, recipe.as_deref(), overlay.as_deref(), &dir, jobs > 1);
+                got.lock().unwrap().insert(name, v);
+            });
+        }
+    });
+    let got = got.into_inner().unwrap();
     let path = golden_path();
     let mut file: serde_json::Value = std::fs::read_to_string(&path)
         .ok()
