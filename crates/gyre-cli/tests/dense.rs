@@ -170,8 +170,9 @@ fn every_scene_recipe_trains_ci_sized_and_scores_dense() {
         .filter(|p| p.to_string_lossy().ends_with("_scenes.toml"))
         .collect();
     recipes.sort();
-    let mut methods = Vec::new();
-    for recipe in &recipes {
+    // One `gyre` per core at a time, each on one thread.
+    let methods = par_map(recipes.iter().collect(), |recipe, one_thread| {
+        let threads: &[&str] = if one_thread { &["--threads", "1"] } else { &[] };
         let name = recipe.file_stem().unwrap().to_string_lossy().to_string();
         // `<method>[-variant]_…`: mocov2-irc-dense is MoCo v2 with the plug-in.
         let method = name.split(['_', '-']).next().unwrap().to_string();
@@ -192,6 +193,9 @@ fn every_scene_recipe_trains_ci_sized_and_scores_dense() {
         ];
         if (entry.keys)().contains(&"queue") {
             sets.push("method.queue=256");
+        }
+        if one_thread {
+            sets.push("train.threads=1");
         }
         let out = train_recipe(recipe, &run, &sets, &dir);
         assert_ok(&out, &name);
@@ -247,7 +251,11 @@ fn every_scene_recipe_trains_ci_sized_and_scores_dense() {
                 "2",
                 "--probe-clips",
                 "2",
-            ],
+            ]
+            .iter()
+            .chain(threads)
+            .copied()
+            .collect::<Vec<_>>(),
             &dir,
         ));
         assert_eq!(rows.len(), 5, "{name}: {rows:?}");
@@ -264,7 +272,9 @@ fn every_scene_recipe_trains_ci_sized_and_scores_dense() {
         );
         if clips {
             // The dense plots of a scenes run, and its loss chart: PNGs of the expected sizes.
-            let out = gyre(&["plot", run.to_str().unwrap()], &dir);
+            let mut args = vec!["plot", run.to_str().unwrap()];
+            args.extend(threads);
+            let out = gyre(&args, &dir);
             assert!(
                 out.status.success(),
                 "{}",
@@ -279,8 +289,8 @@ fn every_scene_recipe_trains_ci_sized_and_scores_dense() {
                 assert_eq!(img.width() as usize, w, "{file}");
             }
         }
-        methods.push(method);
-    }
+        method
+    });
     for e in gyre_train::method::REGISTRY
         .iter()
         .filter(|e| e.clips.is_some())

@@ -21,7 +21,6 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 /// The kernel family this process's `gemm` runs (see the module doc).
 fn isa() -> String {
@@ -33,15 +32,6 @@ fn isa() -> String {
         return "avx512".into();
     }
     "avx2".into()
-}
-
-/// How many runs go at once: `GYRE_TEST_JOBS`, else one per core.
-fn jobs() -> usize {
-    std::env::var("GYRE_TEST_JOBS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1)
 }
 
 fn golden_path() -> PathBuf {
@@ -256,21 +246,19 @@ fn every_fmnist_recipe_logs_its_recorded_values() {
     }
     // The runs are independent processes: one per core at a time, each on one thread (the
     // record holds at any thread count, so this also checks that).
-    let jobs = jobs().min(runs.len());
-    let queue = Mutex::new(runs.into_iter());
-    let got = Mutex::new(BTreeMap::new());
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| loop {
-                let Some((name, recipe, overlay)) = queue.lock().unwrap().next() else {
-                    break;
-                };
-                let v = run(&name, recipe.as_deref(), overlay.as_deref(), &dir, jobs > 1);
-                got.lock().unwrap().insert(name, v);
-            });
-        }
-    });
-    let got = got.into_inner().unwrap();
+    let got: BTreeMap<String, serde_json::Value> =
+        par_map(runs, |(name, recipe, overlay), one_thread| {
+            let v = run(
+                &name,
+                recipe.as_deref(),
+                overlay.as_deref(),
+                &dir,
+                one_thread,
+            );
+            (name, v)
+        })
+        .into_iter()
+        .collect();
     let path = golden_path();
     let mut file: serde_json::Value = std::fs::read_to_string(&path)
         .ok()

@@ -168,3 +168,37 @@ pub fn assert_ok(out: &Output, what: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// How many `gyre` processes a test that trains many recipes runs at once: `GYRE_TEST_JOBS`,
+/// else one per core.
+pub fn jobs() -> usize {
+    std::env::var("GYRE_TEST_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+}
+
+/// `f` over `items` on [`jobs`] threads, results in the items' order. `f`'s flag says whether
+/// jobs share the machine, so that each `gyre` it starts should take `--threads 1` (results
+/// repeat at any thread count). A panic in `f` fails the test once the other jobs end.
+pub fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T, bool) -> R + Sync) -> Vec<R> {
+    let jobs = jobs().min(items.len()).max(1);
+    let n = items.len();
+    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
+    let done = std::sync::Mutex::new(Vec::with_capacity(n));
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let Some((i, item)) = queue.lock().unwrap().next() else {
+                    break;
+                };
+                let r = f(item, jobs > 1);
+                done.lock().unwrap().push((i, r));
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap();
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
