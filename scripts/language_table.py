@@ -28,10 +28,7 @@ def row(prefix):
     train = lines(prefix + ".train.json")
     knn = train[-1].get("knn_top1") if train else None
     lin = lines(prefix + ".linear.jsonl")
-    probe = None
-    for l in lin:
-        res = l.get("linear") or {}
-        probe = res.get("test_top1", res.get("top1", probe))
+    probe = next((l["linear"]["top1"] for l in lin if "linear" in l), None)
     lang = lines(prefix + ".language.jsonl")
     get = lambda kind, **kw: next((r for r in lang if r["kind"] == kind
                                    and all(r.get(k) == v for k, v in kw.items())), None)
