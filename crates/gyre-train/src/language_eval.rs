@@ -219,7 +219,7 @@ fn class_weights(
         let prompts = c.prompts(set, wn);
         let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
         let e = side.embed_live(&refs, device)?.detach();
-        let t = heads.texts(&e)?.mean(0)?;
+        let t = heads.texts(&e, false)?.mean(0)?;
         rows.push(t);
     }
     Ok(gyre_losses::l2_normalize(&Tensor::stack(&rows, 0)?)?)
@@ -240,7 +240,7 @@ fn precision(
     opts: &LanguageEvalOptions,
 ) -> anyhow::Result<(serde_json::Value, Vec<Example>)> {
     let n = labels.len();
-    let texts = heads.texts(corpus_embeddings)?;
+    let texts = heads.texts(corpus_embeddings, false)?;
     let (mut top, mut score) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let per = opts.texts_per_example.max(1);
     let mut shown: Vec<usize> = Vec::new();
