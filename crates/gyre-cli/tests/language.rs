@@ -40,44 +40,73 @@ fn every_language_recipe_trains_ci_sized_and_its_walk_learns() {
         format!("text.hub_cache=\"{}\"", data.join("hf/hub").display()),
         format!("text.wordnet=\"{}\"", data.join("wordnet").display()),
     ];
-    for m in ["simclr", "mocov2"] {
-        for v in ["", "-ap"] {
-            let name = format!("{m}-irc-language{v}_resnet-mini_fmnist");
-            let recipe = root().join(format!("recipes/{name}.toml"));
-            let sets: Vec<&str> = sets_owned
-                .iter()
-                .map(String::as_str)
-                .filter(|s| m == "mocov2" || !s.starts_with("method.queue"))
-                .collect();
-            let run = dir.join(&name);
-            let out = train_recipe(&recipe, &run, &sets, &dir);
-            assert_ok(&out, &name);
-            let steps = steps(&run);
-            assert_eq!(steps.len(), 16, "{name}");
-            let cyc: Vec<f64> = steps
-                .iter()
-                .map(|s| {
-                    s["irc_cycle_loss"]
-                        .as_f64()
-                        .expect("a cycle loss every step")
-                })
-                .collect();
-            // 300 texts: a walk that learns nothing returns with p ≈ 1/64 or worse.
-            let head: f64 = cyc[..4].iter().sum::<f64>() / 4.0;
-            let tail: f64 = cyc[12..].iter().sum::<f64>() / 4.0;
-            assert!(tail < head, "{name}: cycle loss {cyc:?}");
-            for s in &steps {
-                let d = s["lang_distinct_top1"].as_f64().unwrap();
-                assert!(d > 0.0 && d <= 1.0, "{name}: {s}");
-            }
-            assert_eq!(
-                steps.iter().any(|s| !s["irc_pair_loss"].is_null()),
-                v == "-ap",
-                "{name}"
-            );
-            eprintln!("{name}: cycle loss {head:.3} → {tail:.3}");
+    // The corpus is embedded once, before the runs (which then share the cache, so that they can
+    // run side by side): `gyre text embed` builds it.
+    let text_sets: Vec<String> = sets_owned[8..].to_vec();
+    let embed = || {
+        let mut args = vec![
+            "text",
+            "embed",
+            "--quiet",
+            "--recipe",
+            "../../recipes/simclr-irc-language_resnet-mini_fmnist.toml",
+        ];
+        for s in &text_sets {
+            args.extend(["--set", s]);
         }
-    }
+        let out = gyre(&args, &root().join("crates/gyre-cli"));
+        assert_ok(&out, "text embed");
+        let v: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+        assert_eq!(v["meta"]["texts"], 300, "{v}");
+        assert_eq!(v["meta"]["truncated"], 0, "{v}");
+        v["outcome"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(embed(), "Built");
+    let names: Vec<String> = ["simclr", "mocov2"]
+        .iter()
+        .flat_map(|m| ["", "-ap"].map(|v| format!("{m}-irc-language{v}_resnet-mini_fmnist")))
+        .collect();
+    // One `gyre` per core at a time, each on one thread.
+    par_map(names, |name, one_thread| {
+        let recipe = root().join(format!("recipes/{name}.toml"));
+        let mocov2 = name.starts_with("mocov2");
+        let mut sets: Vec<&str> = sets_owned
+            .iter()
+            .map(String::as_str)
+            .filter(|s| mocov2 || !s.starts_with("method.queue"))
+            .collect();
+        if one_thread {
+            sets.push("train.threads=1");
+        }
+        let run = dir.join(&name);
+        let out = train_recipe(&recipe, &run, &sets, &dir);
+        assert_ok(&out, &name);
+        let steps = steps(&run);
+        assert_eq!(steps.len(), 16, "{name}");
+        let cyc: Vec<f64> = steps
+            .iter()
+            .map(|s| {
+                s["irc_cycle_loss"]
+                    .as_f64()
+                    .expect("a cycle loss every step")
+            })
+            .collect();
+        // 300 texts: a walk that learns nothing returns with p ≈ 1/64 or worse.
+        let head: f64 = cyc[..4].iter().sum::<f64>() / 4.0;
+        let tail: f64 = cyc[12..].iter().sum::<f64>() / 4.0;
+        assert!(tail < head, "{name}: cycle loss {cyc:?}");
+        for s in &steps {
+            let d = s["lang_distinct_top1"].as_f64().unwrap();
+            assert!(d > 0.0 && d <= 1.0, "{name}: {s}");
+        }
+        assert_eq!(
+            steps.iter().any(|s| !s["irc_pair_loss"].is_null()),
+            name.contains("-ap"),
+            "{name}"
+        );
+        eprintln!("{name}: cycle loss {head:.3} → {tail:.3}");
+    });
     // The evaluations of a run: every row in range, no pair used.
     let run = dir.join("simclr-irc-language-ap_resnet-mini_fmnist");
     let grid = dir.join("grid.png");
@@ -119,25 +148,8 @@ fn every_language_recipe_trains_ci_sized_and_its_walk_learns() {
             }
         }
     }
-    // The corpus was embedded once, by the first run: `gyre text embed` finds the cache.
-    let mut args = vec![
-        "text",
-        "embed",
-        "--quiet",
-        "--recipe",
-        "../../recipes/simclr-irc-language_resnet-mini_fmnist.toml",
-    ];
-    let owned: Vec<String> = sets_owned[8..].to_vec();
-    for s in &owned {
-        args.extend(["--set", s]);
-    }
-    let out = gyre(&args, &root().join("crates/gyre-cli"));
-    assert_ok(&out, "text embed");
-    let v: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
-    assert_eq!(v["outcome"], "Hit", "{v}");
-    assert_eq!(v["meta"]["texts"], 300);
-    assert_eq!(v["meta"]["truncated"], 0);
+    // The runs used the cache and left it whole: `gyre text embed` finds it.
+    assert_eq!(embed(), "Hit");
     std::fs::remove_dir_all(&dir).ok();
 }
 
