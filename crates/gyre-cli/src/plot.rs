@@ -37,6 +37,9 @@ fn pad(lo: f64, hi: f64) -> (f64, f64) {
     (lo - 0.05 * span, hi + 0.05 * span)
 }
 
+/// The area every chart draws on (see [`png_from`]).
+pub(crate) type Area<'b> = DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>;
+
 pub(crate) fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing: {e:?}")
 }
@@ -48,7 +51,7 @@ pub(crate) fn png_from(
     path: &Path,
     px: &mut [u8],
     (w, h): (u32, u32),
-    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> anyhow::Result<()>,
+    draw: impl FnOnce(&Area<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     {
         let root = BitMapBackend::with_buffer(px, (w, h)).into_drawing_area();
@@ -72,10 +75,64 @@ pub(crate) fn png_from(
 pub(crate) fn png(
     path: &Path,
     size: (u32, u32),
-    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> anyhow::Result<()>,
+    draw: impl FnOnce(&Area<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut px = vec![255u8; size.0 as usize * size.1 as usize * 3];
     png_from(path, &mut px, size, draw)
+}
+type Xy =
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>;
+
+/// A titled chart on `root` over `x × y` in the charts' one style; `right`: the width of a right
+/// axis's label area (0: none), for a secondary coordinate set before [`mesh`] draws the axes.
+fn frame<'a, 'b>(
+    root: &'a Area<'b>,
+    title: &str,
+    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
+    right: u32,
+) -> anyhow::Result<ChartContext<'a, BitMapBackend<'b>, Xy>> {
+    ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 26))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .right_y_label_area_size(right)
+        .build_cartesian_2d(x, y)
+        .map_err(err)
+}
+
+/// The grid and the two axis titles of `chart` (the primary axes of a dual-axis chart).
+fn mesh(
+    chart: &mut ChartContext<'_, BitMapBackend<'_>, Xy>,
+    x: &str,
+    y: &str,
+) -> anyhow::Result<()> {
+    chart
+        .configure_mesh()
+        .x_desc(x)
+        .y_desc(y)
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 20))
+        .draw()
+        .map_err(err)
+}
+
+/// The legend box of a chart at `position`, in the charts' one style.
+fn legend<'a, 'b, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    mut labels: plotters::chart::SeriesLabelStyle<'a, 'b, DB, CT>,
+    font: u32,
+    position: SeriesLabelPosition,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    labels
+        .label_font(("sans-serif", font))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+        .map_err(err)
 }
 
 /// Loss (left axis) and learning rate (right axis) over steps.
@@ -90,23 +147,9 @@ pub fn loss_chart(path: &Path, title: &str, steps: &[(f64, f64, f64)]) -> anyhow
             });
         let (lmin, lmax) = pad(lmin, lmax);
         let rmax = steps.iter().map(|s| s.2).fold(1e-9, f64::max) * 1.1;
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 26))
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .right_y_label_area_size(70)
-            .build_cartesian_2d(0f64..xmax, lmin..lmax)
-            .map_err(err)?
-            .set_secondary_coord(0f64..xmax, 0f64..rmax);
-        chart
-            .configure_mesh()
-            .x_desc("step")
-            .y_desc("training loss")
-            .label_style(("sans-serif", 16))
-            .axis_desc_style(("sans-serif", 20))
-            .draw()
-            .map_err(err)?;
+        let ranges = (0f64..xmax, lmin..lmax);
+        let mut chart = frame(root, title, ranges, 70)?.set_secondary_coord(0f64..xmax, 0f64..rmax);
+        mesh(&mut chart, "step", "training loss")?;
         chart
             .configure_secondary_axes()
             .y_desc("learning rate")
@@ -136,15 +179,11 @@ pub fn loss_chart(path: &Path, title: &str, steps: &[(f64, f64, f64)]) -> anyhow
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 24, y)], orange.stroke_width(3))
             });
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 18))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(err)?;
-        Ok(())
+        legend(
+            chart.configure_series_labels(),
+            18,
+            SeriesLabelPosition::UpperRight,
+        )
     })
 }
 
@@ -159,21 +198,9 @@ pub fn knn_chart(path: &Path, title: &str, points: &[(f64, f64)]) -> anyhow::Res
                 (a.min(p.1), b.max(p.1))
             });
         let (lo, hi) = pad(lo, hi);
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 26))
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..xmax + 0.5, lo..hi)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc("kNN top-1 (%)")
-            .label_style(("sans-serif", 16))
-            .axis_desc_style(("sans-serif", 20))
-            .draw()
-            .map_err(err)?;
+        let ranges = (0f64..xmax + 0.5, lo..hi);
+        let mut chart = frame(root, title, ranges, 0)?;
+        mesh(&mut chart, "epoch", "kNN top-1 (%)")?;
         let c = PALETTE[2];
         chart
             .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))
@@ -183,15 +210,11 @@ pub fn knn_chart(path: &Path, title: &str, points: &[(f64, f64)]) -> anyhow::Res
         chart
             .draw_series(points.iter().map(|&p| Circle::new(p, 5, c.filled())))
             .map_err(err)?;
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 18))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(err)?;
-        Ok(())
+        legend(
+            chart.configure_series_labels(),
+            18,
+            SeriesLabelPosition::LowerRight,
+        )
     })
 }
 
@@ -262,21 +285,8 @@ pub fn pca_chart(
             points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
             points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
         );
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 26))
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc("principal component 1")
-            .y_desc("principal component 2")
-            .label_style(("sans-serif", 16))
-            .axis_desc_style(("sans-serif", 20))
-            .draw()
-            .map_err(err)?;
+        let mut chart = frame(root, title, (x0..x1, y0..y1), 0)?;
+        mesh(&mut chart, "principal component 1", "principal component 2")?;
         for (c, name) in classes.iter().enumerate() {
             let col = PALETTE[c % PALETTE.len()];
             chart
@@ -291,15 +301,11 @@ pub fn pca_chart(
                 .label(name.as_str())
                 .legend(move |(x, y)| Circle::new((x + 10, y), 5, col.filled()));
         }
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(err)?;
-        Ok(())
+        legend(
+            chart.configure_series_labels(),
+            16,
+            SeriesLabelPosition::UpperRight,
+        )
     })
 }
 

@@ -68,7 +68,7 @@ impl Canvas {
     pub(crate) fn save(
         self,
         path: &Path,
-        draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> anyhow::Result<()>,
+        draw: impl FnOnce(&crate::plot::Area<'_>) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let mut px = self.px;
         crate::plot::png_from(path, &mut px, (self.w as u32, self.h as u32), draw)
