@@ -6,6 +6,7 @@
 //! file says which reference convention that matches.
 
 pub mod auto_pair;
+pub mod barlow_twins;
 pub mod byol;
 pub mod circulation;
 pub mod crw;
@@ -22,8 +23,10 @@ pub mod simsiam;
 pub mod softmax;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod vicreg;
 
 pub use auto_pair::{auto_pair, auto_pair_blocks, AutoPairOptions, AutoPairs};
+pub use barlow_twins::{barlow_twins_loss, cross_correlation, standardize_columns};
 pub use byol::{byol_loss, cosine_rows};
 pub use circulation::{
     circulation_loss, circulation_loss_blocks, circulation_loss_composed, circulation_loss_dense,
@@ -39,3 +42,4 @@ pub use reco::{cutmix_kept_fraction, interpolation_target, local_relation_loss};
 pub use ressl::{ressl_loss, soft_cross_entropy};
 pub use simsiam::simsiam_loss;
 pub use softmax::softmax_rows;
+pub use vicreg::{vicreg_loss, VicRegTerms, VicRegWeights};

@@ -15,6 +15,7 @@
 //! 5. enqueue keys, write banks, relabel — [`Method::after_step`];
 //! 6. periodic refreshes (InterCLR's centroids) — `after_step`.
 
+pub mod barlow_twins;
 pub mod byol;
 pub mod crw;
 pub mod densecl;
@@ -26,6 +27,7 @@ pub mod reco;
 pub mod ressl;
 pub mod simclr;
 pub mod simsiam;
+pub mod vicreg;
 
 use crate::config::{EncoderConfig, HeadConfig};
 use crate::ema::MomentumSchedule;
@@ -51,6 +53,8 @@ pub const REGISTRY: &[MethodEntry] = &[
     entry::<densecl::DenseClSettings>(),
     entry::<pixpro::PixProSettings>(),
     entry::<crw::CrwSettings>(),
+    entry::<barlow_twins::BarlowTwinsSettings>(),
+    entry::<vicreg::VicRegSettings>(),
 ];
 
 /// A self-supervised method.
