@@ -13,7 +13,7 @@
 use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError};
 use crate::step::{PairHooks, StepContext, StepOutput};
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
+use gyre_encoders::{ParamStore, ResNet};
 use gyre_kernels::{Result, Tensor};
 use gyre_losses::barlow_twins::{standardize_columns, BARLOW_TWINS_EPS, BARLOW_TWINS_LAMBDA};
 use gyre_losses::barlow_twins_loss;
@@ -59,23 +59,19 @@ impl MethodSettings for BarlowTwinsSettings {
     }
 
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
-        let o = Online::new(ctx)?;
         Ok(Box::new(BarlowTwins {
-            backbone: o.backbone,
-            projector: o.head,
+            online: Online::new(ctx)?,
             lambda: self.lambda,
             scale: self.scale,
-            params: o.params,
         }))
     }
 }
 
 pub struct BarlowTwins {
-    backbone: ResNet,
-    projector: ProjectionHead,
+    /// The backbone and projector.
+    online: Online,
     lambda: f64,
     scale: f64,
-    params: ParamStore,
 }
 
 impl Method for BarlowTwins {
@@ -84,18 +80,15 @@ impl Method for BarlowTwins {
     }
 
     fn params(&self) -> &ParamStore {
-        &self.params
+        &self.online.params
     }
 
     fn backbone(&self) -> &ResNet {
-        &self.backbone
+        &self.online.backbone
     }
 
     fn step(&mut self, views: &[Tensor], _batch: &Batch, _ctx: StepContext) -> Result<StepOutput> {
-        let f1 = self.backbone.forward_t(&views[0], true)?;
-        let f2 = self.backbone.forward_t(&views[1], true)?;
-        let z1 = self.projector.forward_t(&f1, true)?;
-        let z2 = self.projector.forward_t(&f2, true)?;
+        let ([f1, f2], [z1, z2]) = self.online.each_view(views)?;
         let loss = (barlow_twins_loss(&z1, &z2, self.lambda)? * self.scale)?;
         let s1 = standardize_columns(&z1, BARLOW_TWINS_EPS)?;
         let s2 = standardize_columns(&z2, BARLOW_TWINS_EPS)?.detach();
@@ -123,29 +116,18 @@ impl Method for BarlowTwins {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::method::testing::{batch, ctx, random_views, Fixture};
-    use crate::step::AutoPositives;
+    use crate::method::testing::{step_and_own_pair_loss, Fixture};
 
     /// With every row paired to its own view-2 projection, the pair loss is the loss's diagonal
     /// half: the whole loss when λ = 0.
     #[test]
     fn pairs_on_their_own_partners_give_the_diagonal_term() -> anyhow::Result<()> {
-        let f = Fixture::new(16);
         let s = BarlowTwinsSettings {
             lambda: 0.0,
             scale: 0.5,
         };
-        let mut m = s.build(&f.build_context())?;
-        let views = random_views(2, 16, 3)?;
-        let out = m.step(&views, &batch(16), ctx(0))?;
-        let loss = out.loss.to_scalar::<f32>()?;
-        let pair = out.pair.expect("a pair");
-        let p = AutoPositives {
-            rows: (0..16).collect(),
-            positives: pair.base_v2.clone(),
-            weight: 1.0,
-        };
-        let got = (pair.pair_loss)(&p)?.to_scalar::<f32>()?;
+        let (out, got) = step_and_own_pair_loss(&s, &Fixture::new(16), 3)?;
+        let loss = out.loss.to_scalar::<f32>()? as f64;
         assert!(loss > 0.0);
         assert!((got - loss).abs() <= 1e-5 * loss, "{got} vs {loss}");
         Ok(())

@@ -481,6 +481,21 @@ impl Online {
         )
     }
 
+    /// Each view of a pair through the backbone and projector in its own forward pass (its own
+    /// BatchNorm statistics, as two calls of the reference): `([f1, f2], [z1, z2])`, features
+    /// and projections.
+    pub fn each_view(&self, views: &[Tensor]) -> Result<([Tensor; 2], [Tensor; 2])> {
+        let f = [
+            self.backbone.forward_t(&views[0], true)?,
+            self.backbone.forward_t(&views[1], true)?,
+        ];
+        let z = [
+            self.head.forward_t(&f[0], true)?,
+            self.head.forward_t(&f[1], true)?,
+        ];
+        Ok((f, z))
+    }
+
     /// A predictor `output → hidden → output` (BN on the hidden layer) under `predictor.`.
     pub fn predictor(&mut self, hidden: usize, ctx: &BuildContext) -> Result<ProjectionHead> {
         let out = self.head_cfg.output;

@@ -36,25 +36,19 @@ impl MethodSettings for SimSiamSettings {
     }
 
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
-        let mut o = Online::new(ctx)?;
+        let mut online = Online::new(ctx)?;
         let hidden = self
             .predictor_hidden
-            .unwrap_or((o.head_cfg.output / 4).max(1));
-        let predictor = o.predictor(hidden, ctx)?;
-        Ok(Box::new(SimSiam {
-            backbone: o.backbone,
-            projector: o.head,
-            predictor,
-            params: o.params,
-        }))
+            .unwrap_or((online.head_cfg.output / 4).max(1));
+        let predictor = online.predictor(hidden, ctx)?;
+        Ok(Box::new(SimSiam { online, predictor }))
     }
 }
 
 pub struct SimSiam {
-    backbone: ResNet,
-    projector: ProjectionHead,
+    /// The backbone and projector (the predictor's parameters are in its store too).
+    online: Online,
     predictor: ProjectionHead,
-    params: ParamStore,
 }
 
 impl Method for SimSiam {
@@ -63,18 +57,15 @@ impl Method for SimSiam {
     }
 
     fn params(&self) -> &ParamStore {
-        &self.params
+        &self.online.params
     }
 
     fn backbone(&self) -> &ResNet {
-        &self.backbone
+        &self.online.backbone
     }
 
     fn step(&mut self, views: &[Tensor], _batch: &Batch, _ctx: StepContext) -> Result<StepOutput> {
-        let f1 = self.backbone.forward_t(&views[0], true)?;
-        let f2 = self.backbone.forward_t(&views[1], true)?;
-        let z1 = self.projector.forward_t(&f1, true)?;
-        let z2 = self.projector.forward_t(&f2, true)?;
+        let ([f1, f2], [z1, z2]) = self.online.each_view(views)?;
         let p1 = self.predictor.forward_t(&z1, true)?;
         let p2 = self.predictor.forward_t(&z2, true)?;
         let loss = ((simsiam_loss(&p1, &z2)? + simsiam_loss(&p2, &z1)?)? * 0.5)?;

@@ -112,3 +112,24 @@ pub fn ctx(step: u64) -> StepContext {
         steps_per_epoch: 4,
     }
 }
+
+/// One step of the method `settings` build, from fixture `f` on random views drawn with `seed`,
+/// and its pair loss with every row paired to its own view-2 base embedding (the memory's entry
+/// of the same image): `(the step's output, that pair loss)`.
+pub fn step_and_own_pair_loss<S: super::MethodSettings>(
+    settings: &S,
+    f: &Fixture,
+    seed: u64,
+) -> anyhow::Result<(crate::step::StepOutput, f64)> {
+    let b = f.batch_size;
+    let mut m = settings.build(&f.build_context())?;
+    let mut out = m.step(&random_views(2, b, seed)?, &batch(b), ctx(0))?;
+    let pair = out.pair.take().expect("a two-view method exposes its pair");
+    let p = crate::step::AutoPositives {
+        rows: (0..b as u32).collect(),
+        positives: pair.base_v2.clone(),
+        weight: 1.0,
+    };
+    let loss = (pair.pair_loss)(&p)?.to_scalar::<f32>()? as f64;
+    Ok((out, loss))
+}

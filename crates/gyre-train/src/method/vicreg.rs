@@ -11,7 +11,7 @@
 use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError};
 use crate::step::{PairHooks, StepContext, StepOutput};
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
+use gyre_encoders::{ParamStore, ResNet};
 use gyre_kernels::{Result, Tensor};
 use gyre_losses::{vicreg_loss, VicRegWeights};
 use serde::{Deserialize, Serialize};
@@ -74,21 +74,17 @@ impl MethodSettings for VicRegSettings {
     }
 
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Method>> {
-        let o = Online::new(ctx)?;
         Ok(Box::new(VicReg {
-            backbone: o.backbone,
-            expander: o.head,
+            online: Online::new(ctx)?,
             weights: self.weights(),
-            params: o.params,
         }))
     }
 }
 
 pub struct VicReg {
-    backbone: ResNet,
-    expander: ProjectionHead,
+    /// The backbone and expander (the `[head]` projector).
+    online: Online,
     weights: VicRegWeights,
-    params: ParamStore,
 }
 
 impl Method for VicReg {
@@ -97,18 +93,15 @@ impl Method for VicReg {
     }
 
     fn params(&self) -> &ParamStore {
-        &self.params
+        &self.online.params
     }
 
     fn backbone(&self) -> &ResNet {
-        &self.backbone
+        &self.online.backbone
     }
 
     fn step(&mut self, views: &[Tensor], _batch: &Batch, _ctx: StepContext) -> Result<StepOutput> {
-        let f1 = self.backbone.forward_t(&views[0], true)?;
-        let f2 = self.backbone.forward_t(&views[1], true)?;
-        let z1 = self.expander.forward_t(&f1, true)?;
-        let z2 = self.expander.forward_t(&f2, true)?;
+        let ([f1, f2], [z1, z2]) = self.online.each_view(views)?;
         let t = vicreg_loss(&z1, &z2, self.weights)?;
         let logs = vec![
             ("invariance_loss", t.invariance.to_scalar::<f32>()? as f64),
@@ -137,45 +130,26 @@ impl Method for VicReg {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::method::testing::{batch, ctx, random_views, Fixture};
-    use crate::step::AutoPositives;
+    use crate::method::testing::{step_and_own_pair_loss, Fixture};
 
     /// The loss is its logged terms weighted; every row paired with its own view-2 projection
     /// gives λ times the logged invariance term.
     #[test]
     fn the_loss_is_its_weighted_terms_and_pairs_add_invariance() -> anyhow::Result<()> {
-        let f = Fixture::new(16);
         let s = VicRegSettings {
             invariance_weight: 3.0,
             variance_weight: 5.0,
             covariance_weight: 7.0,
             gamma: 1.0,
         };
-        let mut m = s.build(&f.build_context())?;
-        let views = random_views(2, 16, 5)?;
-        let out = m.step(&views, &batch(16), ctx(0))?;
+        let (out, got) = step_and_own_pair_loss(&s, &Fixture::new(16), 5)?;
         let loss = out.loss.to_scalar::<f32>()? as f64;
         let term = |k: &str| out.logs.iter().find(|(n, _)| *n == k).unwrap().1;
-        let (inv, var, cov) = (
-            term("invariance_loss"),
-            term("variance_loss"),
-            term("covariance_loss"),
-        );
+        let [inv, var, cov] = ["invariance_loss", "variance_loss", "covariance_loss"].map(term);
         assert!(inv > 0.0 && var > 0.0 && cov > 0.0, "{:?}", out.logs);
         let want = 3.0 * inv + 5.0 * var + 7.0 * cov;
         assert!((loss - want).abs() <= 1e-5 * want, "{loss} vs {want}");
-        let pair = out.pair.expect("a pair");
-        let p = AutoPositives {
-            rows: (0..16).collect(),
-            positives: pair.base_v2.clone(),
-            weight: 1.0,
-        };
-        let got = (pair.pair_loss)(&p)?.to_scalar::<f32>()? as f64;
-        assert!(
-            (got - 3.0 * inv).abs() <= 1e-5 * got,
-            "{got} vs {}",
-            3.0 * inv
-        );
+        assert!((got - 3.0 * inv).abs() <= 1e-5 * got, "{got} vs λ·{inv}");
         Ok(())
     }
 }
