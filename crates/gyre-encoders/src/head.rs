@@ -4,13 +4,24 @@
 //!
 //! The variants the methods need: SimCLR/BYOL (2 layers, BN on the hidden layer), MoCo v2 and
 //! ReSSL (no BN: `Linear – ReLU – Linear`, biases on), SimSiam (3 layers and a final BN without
-//! affine parameters).
+//! affine parameters), DINO (GELU between the layers, no BN).
 
 use crate::init::Init;
 use crate::layers::{BatchNorm, Linear};
 use crate::params::ParamStore;
 use gyre_kernels::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
+
+/// The non-linearity between a head's layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// ReLU (SimCLR, MoCo, BYOL, SimSiam, SwAV, …).
+    #[default]
+    Relu,
+    /// GELU, the exact (erf) form of PyTorch's `nn.GELU()` (DINO's head).
+    Gelu,
+}
 
 /// Shape of an MLP head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +35,9 @@ pub struct ProjectionHeadConfig {
     pub hidden_bn: bool,
     /// BatchNorm without affine parameters after the last Linear (SimSiam's projector).
     pub output_bn: bool,
+    /// Between the layers.
+    #[serde(default)]
+    pub activation: Activation,
 }
 
 impl ProjectionHeadConfig {
@@ -36,6 +50,7 @@ impl ProjectionHeadConfig {
             layers: 2,
             hidden_bn: true,
             output_bn: false,
+            activation: Activation::Relu,
         }
     }
 }
@@ -50,6 +65,7 @@ struct Hidden {
 #[derive(Debug, Clone)]
 pub struct ProjectionHead {
     hidden: Vec<Hidden>,
+    activation: Activation,
     last: Linear,
     out_bn: Option<BatchNorm>,
     store: ParamStore,
@@ -114,6 +130,7 @@ impl ProjectionHead {
         }
         Ok(Self {
             hidden,
+            activation: cfg.activation,
             last,
             out_bn,
             store: local,
@@ -132,7 +149,10 @@ impl ProjectionHead {
             if let Some(bn) = &l.bn {
                 h = bn.forward_t(&h, train)?;
             }
-            h = gyre_kernels::ops::relu(&h)?;
+            h = match self.activation {
+                Activation::Relu => gyre_kernels::ops::relu(&h)?,
+                Activation::Gelu => h.gelu_erf()?,
+            };
         }
         h = self.last.forward(&h)?;
         match &self.out_bn {

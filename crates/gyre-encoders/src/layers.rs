@@ -1,4 +1,5 @@
-//! The layers encoders are built from: bias-free conv, BatchNorm with running statistics, linear.
+//! The layers encoders are built from: bias-free conv, BatchNorm with running statistics, linear,
+//! weight-normalised linear.
 //! Each registers its tensors in a `ParamStore` under torchvision's names as it is built.
 
 use crate::init::Init;
@@ -215,6 +216,74 @@ impl Linear {
     }
 }
 
+/// A weight-normalised linear layer without bias, `y = x (g · v / ‖v‖)ᵀ` with one norm per output
+/// row (PyTorch's `nn.utils.weight_norm(nn.Linear(d_in, d_out, bias=False))`, tensors
+/// `weight_v` `[out, in]` and `weight_g` `[out, 1]`): SwAV's prototypes and DINO's last layer.
+/// With `g` fixed (the references fill it with 1 and turn its gradient off: every row of the
+/// effective weight is a unit vector) `weight_g` is stored as a buffer, so that checkpoints keep
+/// the reference's names.
+#[derive(Debug, Clone)]
+pub struct WeightNormLinear {
+    v: Var,
+    g: Var,
+    g_trains: bool,
+}
+
+impl WeightNormLinear {
+    /// `v` starts as PyTorch's default linear init, `g` as 1; `train_g` makes `g` a parameter.
+    pub fn new(
+        store: &mut ParamStore,
+        init: &Init,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        train_g: bool,
+    ) -> Result<Self> {
+        let vn = join(prefix, "weight_v");
+        let v0 = init.linear_uniform(&vn, &[d_out, d_in], d_in)?;
+        let gn = join(prefix, "weight_g");
+        let g0 = init.constant(&[d_out, 1], 1.0)?;
+        let kind = if train_g {
+            ParamKind::NormWeight
+        } else {
+            ParamKind::Buffer
+        };
+        let g = store.add(gn, g0, kind)?;
+        let v = store.add(vn, v0, ParamKind::Weight)?;
+        Ok(Self {
+            v,
+            g,
+            g_trains: train_g,
+        })
+    }
+
+    /// The effective weight `g · v / ‖v‖` (`[out, in]`), differentiable in `v` (and `g` when it
+    /// trains).
+    pub fn weight(&self) -> Result<Tensor> {
+        let v = self.v.as_tensor();
+        let norm = v.sqr()?.sum_keepdim(1)?.sqrt()?;
+        let g = if self.g_trains {
+            self.g.as_tensor().clone()
+        } else {
+            self.g.as_tensor().detach()
+        };
+        v.broadcast_mul(&g.broadcast_div(&norm)?)
+    }
+
+    /// `x Wᵀ` with [`Self::weight`]; `frozen` detaches the weight (no gradient reaches `v` or
+    /// `g`: the references' "cancel the gradients" of the first epoch(s)).
+    pub fn forward(&self, x: &Tensor, frozen: bool) -> Result<Tensor> {
+        let w = self.weight()?;
+        let w = if frozen { w.detach() } else { w };
+        x.matmul(&w.t()?)
+    }
+
+    /// Output rows.
+    pub fn out_dim(&self) -> usize {
+        self.v.dim(0).unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +356,48 @@ mod tests {
         }
         // A batch that does not divide is an error, not a panic.
         assert!(bn.forward_t(&x.narrow(0, 0, 3)?, true).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn weight_norm_rows_are_unit_vectors_and_its_gradient_is_projected() -> Result<()> {
+        let mut store = ParamStore::new();
+        let init = Init::new(3, &Device::Cpu);
+        let l = WeightNormLinear::new(&mut store, &init, "last_layer", 4, 5, false)?;
+        let names: Vec<&str> = store.all().iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["last_layer.weight_g", "last_layer.weight_v"]);
+        assert_eq!(store.all()[0].kind, ParamKind::Buffer);
+        let w = l.weight()?;
+        for n in w.sqr()?.sum(1)?.to_vec1::<f32>()? {
+            assert!((n - 1.0).abs() < 1e-6, "{n}");
+        }
+        // The gradient of a loss through v/‖v‖ is orthogonal to v, row by row.
+        let x = Tensor::new(
+            &[[0.3f32, -1.0, 0.5, 2.0], [1.0, 0.2, -0.4, 0.1]],
+            &Device::Cpu,
+        )?;
+        let c = Tensor::new(
+            &[[1f32, -2.0, 0.5, 0.0, 3.0], [0.2, 0.1, -1.0, 2.0, 0.5]],
+            &Device::Cpu,
+        )?;
+        let loss = (l.forward(&x, false)? * &c)?.sum_all()?;
+        let grads = loss.backward()?;
+        let g = grads
+            .get(store.all()[1].var.as_tensor())
+            .expect("v has a gradient");
+        let dot = (g * store.all()[1].var.as_tensor())?
+            .sum(1)?
+            .to_vec1::<f32>()?;
+        for d in dot {
+            assert!(d.abs() < 1e-5, "{d}");
+        }
+        assert!(grads.get(store.all()[0].var.as_tensor()).is_none());
+        // Frozen: nothing reaches v.
+        let loss = (l.forward(&x, true)? * &c)?.sum_all()?;
+        assert!(loss
+            .backward()?
+            .get(store.all()[1].var.as_tensor())
+            .is_none());
         Ok(())
     }
 }

@@ -14,7 +14,8 @@ pub mod weights;
 
 pub use dense::{upsample_bilinear, DenseHead};
 pub use error::EncoderError;
-pub use head::{ProjectionHead, ProjectionHeadConfig};
+pub use head::{Activation, ProjectionHead, ProjectionHeadConfig};
 pub use hub::{from_pretrained, from_pretrained_with, HubOptions, Pretrained, PretrainedConfig};
+pub use layers::WeightNormLinear;
 pub use params::{Param, ParamKind, ParamStore};
 pub use resnet::{Block, ResNet, ResNetConfig, Stem};

@@ -11,6 +11,7 @@ pub mod byol;
 pub mod circulation;
 pub mod crw;
 pub mod densecl;
+pub mod dino;
 pub mod info_nce;
 pub mod interclr;
 pub mod nnclr;
@@ -21,6 +22,7 @@ pub mod reco;
 pub mod ressl;
 pub mod simsiam;
 pub mod softmax;
+pub mod swav;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod vicreg;
@@ -33,6 +35,7 @@ pub use circulation::{
     Circulation, CirculationOptions,
 };
 pub use crw::{crw_loss, CrwOutput, EdgeDropout};
+pub use dino::{dino_loss, teacher_targets, update_center};
 pub use info_nce::{info_nce, logits_ce_first};
 pub use interclr::inter_loss;
 pub use nnclr::{nearest_neighbours, nnclr_loss};
@@ -42,4 +45,5 @@ pub use reco::{cutmix_kept_fraction, interpolation_target, local_relation_loss};
 pub use ressl::{ressl_loss, soft_cross_entropy};
 pub use simsiam::simsiam_loss;
 pub use softmax::softmax_rows;
+pub use swav::{sinkhorn_knopp, swapped_prediction};
 pub use vicreg::{vicreg_loss, VicRegTerms, VicRegWeights};

@@ -267,6 +267,9 @@ pub struct HeadConfig {
     /// A BatchNorm without affine parameters on the output (SimSiam).
     #[serde(default)]
     pub output_bn: bool,
+    /// Between the layers: `"relu"`, or `"gelu"` (DINO's head).
+    #[serde(default)]
+    pub activation: gyre_encoders::Activation,
 }
 fn d_two() -> usize {
     2
@@ -282,6 +285,7 @@ impl HeadConfig {
             layers: self.layers,
             hidden_bn: self.batch_norm,
             output_bn: self.output_bn,
+            activation: self.activation,
         }
     }
 }

@@ -457,11 +457,12 @@ impl Recipe {
             }
             _ => None,
         };
+        let base_dim = method.pair_base_dim().unwrap_or(self.head.output);
         Ok(match &self.irc {
             Some(cfg) => Box::new(crate::irc::Irc::with_text(
                 method,
                 cfg,
-                self.head.output,
+                base_dim,
                 entry.views.0,
                 self.seed,
                 device,
@@ -597,12 +598,27 @@ impl Recipe {
                 ", then a′ of the frame and the second partner for a three-hop dense walk",
             ),
         };
-        if self.method.views.len() != n_views {
+        if entry.multi_crop && extra > 0 {
+            return bad(
+                "irc.level",
+                format!(
+                    "{} takes multi-crop views; the dense level's extra views do not fit after its local crops",
+                    entry.name
+                ),
+            );
+        }
+        let views_ok = if entry.multi_crop {
+            self.method.views.len() >= n_views
+        } else {
+            self.method.views.len() == n_views
+        };
+        if !views_ok {
             return bad(
                 "method.views",
                 format!(
-                    "{} needs {n_views} views ({what}{plus}), got {}",
+                    "{} needs {}{n_views} views ({what}{plus}), got {}",
                     entry.name,
+                    if entry.multi_crop { "at least " } else { "" },
                     self.method.views.len()
                 ),
             );
@@ -610,6 +626,34 @@ impl Recipe {
         for v in &self.method.views {
             if !self.augment.contains_key(v) {
                 return bad("method.views", format!("no [augment.{v}] section"));
+            }
+        }
+        if entry.multi_crop {
+            // Local crops are the small views: none larger than the images or the global crops.
+            let image = match self.data.kind {
+                DataKind::FashionMnistEmbedded | DataKind::FashionMnist => Some(28),
+                DataKind::Cifar10 | DataKind::Cifar100 | DataKind::Cifar10Jpeg => Some(32),
+                _ => None,
+            };
+            let global = self.method.views[..n_views]
+                .iter()
+                .map(|v| self.augment[v].size)
+                .max()
+                .unwrap_or(0);
+            for v in &self.method.views[n_views..] {
+                let size = self.augment[v].size;
+                if let Some(px) = image.filter(|&px| size > px) {
+                    return bad(
+                        "method.views",
+                        format!("local crop `{v}` is {size} px ([augment.{v}] size), larger than the {px}-pixel images"),
+                    );
+                }
+                if size > global {
+                    return bad(
+                        "method.views",
+                        format!("local crop `{v}` is {size} px ([augment.{v}] size), larger than the {global}-pixel global crops"),
+                    );
+                }
             }
         }
         for (name, a) in &self.augment {

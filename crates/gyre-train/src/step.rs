@@ -47,6 +47,11 @@ pub struct PairHooks {
     pub view2_index: usize,
     /// View-2 base-head embeddings `[B, D]`: the memory's base entries (auto-paired positives).
     pub base_v2: Tensor,
+    /// Whether the memory keeps `base_v2` as it is; otherwise (the cosine and InfoNCE methods)
+    /// it keeps each row L2-normalised. Codes and targets that are distributions (SwAV, DINO),
+    /// and projections standardised over the batch (Barlow Twins, VICReg), keep their scale: a
+    /// unit row would change what their pair loss computes.
+    pub keep_base_scale: bool,
     /// The method's loss for auto-paired positives: each row of [`AutoPositives::rows`] (a view-1
     /// image) gets its positive, in the method's own objective (each method file says how).
     pub pair_loss: PairLoss,

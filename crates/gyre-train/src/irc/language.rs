@@ -243,6 +243,7 @@ impl LanguageHeads {
             layers: 1,
             hidden_bn: false,
             output_bn: true,
+            activation: gyre_encoders::Activation::Relu,
         };
         Ok(Self {
             image: ProjectionHead::new(image_cfg, seed, "image_projector", device)?,

@@ -689,7 +689,11 @@ impl IrcPlugin {
         };
         self.pending = Some(Pending {
             cycle,
-            base: l2_normalize(&pair.base_v2.detach())?,
+            base: if pair.keep_base_scale {
+                pair.base_v2.detach()
+            } else {
+                l2_normalize(&pair.base_v2.detach())?
+            },
             labels: labels.map(<[u32]>::to_vec),
         });
         Ok(())

@@ -102,6 +102,7 @@ impl Method for BarlowTwins {
                 view2: f2,
                 view2_index: 1,
                 base_v2: s2,
+                keep_base_scale: true,
                 pair_loss: Box::new(move |p| {
                     let q = p.queries(&s1)?;
                     let agree = (q * &p.positives)?.mean(0)?;

@@ -122,6 +122,7 @@ impl Method for Byol {
                 view2: f2,
                 view2_index: 1,
                 base_v2: t2,
+                keep_base_scale: false,
                 pair_loss: Box::new(move |p| byol_loss(&p.queries(&q)?, &p.positives)),
                 dense: None,
             }),

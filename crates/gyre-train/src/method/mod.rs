@@ -19,6 +19,7 @@ pub mod barlow_twins;
 pub mod byol;
 pub mod crw;
 pub mod densecl;
+pub mod dino;
 pub mod interclr;
 pub mod moco;
 pub mod nnclr;
@@ -27,6 +28,7 @@ pub mod reco;
 pub mod ressl;
 pub mod simclr;
 pub mod simsiam;
+pub mod swav;
 pub mod vicreg;
 
 use crate::config::{EncoderConfig, HeadConfig};
@@ -55,6 +57,8 @@ pub const REGISTRY: &[MethodEntry] = &[
     entry::<crw::CrwSettings>(),
     entry::<barlow_twins::BarlowTwinsSettings>(),
     entry::<vicreg::VicRegSettings>(),
+    entry::<swav::SwavSettings>(),
+    entry::<dino::DinoSettings>(),
 ];
 
 /// A self-supervised method.
@@ -88,6 +92,11 @@ pub trait Method {
     /// The training clips' hidden masks and flow, for diagnostics only (IRC's dense level
     /// scores its auto-pairs against them); never a training signal. Most methods ignore it.
     fn attach_truth(&mut self, _truth: std::sync::Arc<gyre_data::scenes::SceneTruth>) {}
+    /// The width of [`crate::step::PairHooks::base_v2`] when it is not `head.output` (SwAV's
+    /// codes and DINO's targets are as wide as their prototypes).
+    fn pair_base_dim(&self) -> Option<usize> {
+        None
+    }
     /// The momentum teacher's last-stage map of `x` (`[B, F, h, w]`, detached), after this
     /// step's update, for a plug-in that walks through more frames than the method encodes (a
     /// three-hop dense walk); `None` for a method without a teacher.
@@ -143,6 +152,9 @@ pub trait MethodSettings: Serialize + DeserializeOwned + 'static {
     /// augmentation pipeline, drawn per clip or per frame; the data must be whole clips, as
     /// `kind = "scenes"`).
     const CLIPS: Option<gyre_data::ClipDraws> = None;
+    /// Whether it takes multi-crop views: `VIEWS.0` global crops, then any number of local crops
+    /// of their own (smaller) size, each with its own `[augment.*]` pipeline (SwAV, DINO).
+    const MULTI_CROP: bool = false;
     /// Whether its step gives the cell maps of its pair ([`crate::step::DenseHooks`]: view 1's
     /// online map and a momentum teacher's map of view 2), as IRC's dense level needs.
     const DENSE_PAIR: bool = false;
@@ -163,6 +175,8 @@ pub struct MethodEntry {
     pub clips: Option<gyre_data::ClipDraws>,
     /// Whether it gives the dense level's cell maps ([`MethodSettings::DENSE_PAIR`]).
     pub dense_pair: bool,
+    /// Whether it takes local crops after its global views ([`MethodSettings::MULTI_CROP`]).
+    pub multi_crop: bool,
     /// The `[method]` keys it reads (besides `name` and `views`).
     pub keys: fn() -> &'static [&'static str],
     resolve: fn(&toml::Table, &MethodEnv) -> std::result::Result<toml::Table, SettingsError>,
@@ -197,6 +211,7 @@ pub const fn entry<S: MethodSettings>() -> MethodEntry {
         views: S::VIEWS,
         clips: S::CLIPS,
         dense_pair: S::DENSE_PAIR,
+        multi_crop: S::MULTI_CROP,
         keys: settings_keys::<S>,
         resolve: resolve_settings::<S>,
         build: build_from::<S>,
@@ -396,6 +411,7 @@ pub(crate) fn info_nce_pair(
         view2,
         view2_index: 1,
         base_v2,
+        keep_base_scale: false,
         pair_loss: Box::new(move |p| {
             gyre_losses::info_nce(&p.queries(&q)?, &p.positives, &queue, tau)
         }),
@@ -496,6 +512,24 @@ impl Online {
         Ok((f, z))
     }
 
+    /// Every crop through the backbone and projector, consecutive crops of one size in one
+    /// forward pass (their BatchNorm statistics shared, as the multi-crop references' grouping
+    /// by resolution): `(features, projections)`, one of each per view.
+    pub fn crops(&self, views: &[Tensor]) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
+        let (mut f, mut z) = (Vec::new(), Vec::new());
+        for group in same_size_runs(views) {
+            let x = Tensor::cat(group, 0)?;
+            let fg = self.backbone.forward_t(&x, true)?;
+            let zg = self.head.forward_t(&fg, true)?;
+            let b = group[0].dim(0)?;
+            for i in 0..group.len() {
+                f.push(fg.narrow(0, i * b, b)?);
+                z.push(zg.narrow(0, i * b, b)?);
+            }
+        }
+        Ok((f, z))
+    }
+
     /// A predictor `output → hidden → output` (BN on the hidden layer) under `predictor.`.
     pub fn predictor(&mut self, hidden: usize, ctx: &BuildContext) -> Result<ProjectionHead> {
         let out = self.head_cfg.output;
@@ -508,6 +542,25 @@ impl Online {
         self.params.extend_prefixed("predictor", p.params());
         Ok(p)
     }
+}
+
+/// `views` cut into runs of consecutive views of one shape (multi-crop's global crops, then
+/// its local crops).
+pub(crate) fn same_size_runs(views: &[Tensor]) -> Vec<&[Tensor]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=views.len() {
+        if i == views.len() || views[i].dims() != views[start].dims() {
+            runs.push(&views[start..i]);
+            start = i;
+        }
+    }
+    runs
+}
+
+/// Epochs done before the step `ctx` (whole epochs).
+pub(crate) fn epoch_of(ctx: StepContext) -> usize {
+    (ctx.step / ctx.steps_per_epoch.max(1)) as usize
 }
 
 #[cfg(test)]

@@ -150,6 +150,7 @@ impl Method for Nnclr {
                 view2: f2,
                 view2_index: 1,
                 base_v2: z2,
+                keep_base_scale: false,
                 pair_loss: Box::new(move |p| nnclr_loss(&p.positives, &p.queries(&q)?, tau)),
                 dense: None,
             }),

@@ -223,6 +223,7 @@ impl Method for PixPro {
                 view2: f2,
                 view2_index: 1,
                 base_v2: t2.embeddings,
+                keep_base_scale: false,
                 pair_loss: Box::new(move |p| byol_loss(&p.queries(&q)?, &p.positives)),
                 dense: None,
             }),

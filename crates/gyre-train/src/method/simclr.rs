@@ -82,6 +82,7 @@ impl Method for SimClr {
                 view2: f.narrow(0, b, b)?,
                 view2_index: 1,
                 base_v2: zb,
+                keep_base_scale: false,
                 pair_loss: Box::new(move |p| {
                     nt_xent_extra_positives(&qa, &qb, &p.rows, &p.positives, tau)
                 }),

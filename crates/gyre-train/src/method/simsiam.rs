@@ -81,6 +81,7 @@ impl Method for SimSiam {
                 view2: f2,
                 view2_index: 1,
                 base_v2: z2,
+                keep_base_scale: false,
                 pair_loss: Box::new(move |p| simsiam_loss(&p.queries(&q)?, &p.positives)),
                 dense: None,
             }),

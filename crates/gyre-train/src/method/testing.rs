@@ -31,6 +31,7 @@ impl Fixture {
                 layers: 2,
                 batch_norm: true,
                 output_bn: false,
+                activation: gyre_encoders::Activation::Relu,
             },
             batch_size,
             device: Device::Cpu,

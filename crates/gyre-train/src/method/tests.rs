@@ -191,5 +191,5 @@ fn the_registry_names_each_method_once_with_its_keys() {
             "symmetric"
         ]
     );
-    assert!(lookup("dino").is_none());
+    assert!(lookup("mae").is_none());
 }

@@ -118,6 +118,7 @@ impl Method for VicReg {
                 view2: f2,
                 view2_index: 1,
                 base_v2: z2.detach(),
+                keep_base_scale: true,
                 pair_loss: Box::new(move |p| {
                     (p.queries(&q)? - &p.positives)?.sqr()?.mean_all()? * lambda
                 }),

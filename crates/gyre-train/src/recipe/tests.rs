@@ -190,8 +190,8 @@ fn method_keys_are_checked_against_the_method() {
     assert!(e(&["method.name=reco"]).contains(
         "method.views: reco needs 3 views (query (strong), key (strong), weak key), got 2"
     ));
-    assert!(e(&["method.name=dino"])
-        .contains("method.name: unknown method `dino`: expected one of simclr, mocov2"));
+    assert!(e(&["method.name=mae"])
+        .contains("method.name: unknown method `mae`: expected one of simclr, mocov2"));
     assert!(e(&["encoder.bn_splits=3"]).contains("encoder.bn_splits: must divide"));
     assert!(e(&["method.name=byol", "method.temperature=0.1"])
         .contains("method.temperature: byol does not use it"));
@@ -428,4 +428,37 @@ fn the_dense_level_and_frame_pairs_are_checked() {
         &["irc.pair_queue=4096"]
     )
     .contains("irc.pair_queue: only level = \"dense\" reads it"));
+}
+
+/// Issue 24: multi-crop views — any number of local crops after the two global ones, none
+/// larger than the images or the global crops; fewer than two views refused.
+#[test]
+fn multi_crop_views_are_checked() {
+    let dino =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes/dino_resnet-mini_fmnist.toml");
+    let load = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Recipe::load(&dino, &sets)
+    };
+    let r = load(&[]).unwrap();
+    assert_eq!(r.method.views.len(), 6);
+    // Two global crops alone are fine; so are more local crops.
+    load(&["method.views=[\"global\", \"global\"]"]).unwrap();
+    load(&["method.views=[\"global\", \"global\", \"local\", \"local\", \"local\", \"local\", \"local\", \"local\"]"]).unwrap();
+    let e = load(&["method.views=[\"global\"]"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("method.views: dino needs at least 2 views"),
+        "{e}"
+    );
+    let e = load(&["augment.local.size=40"]).unwrap_err().to_string();
+    assert!(
+        e.contains("method.views: local crop `local` is 40 px ([augment.local] size), larger than the 28-pixel images"),
+        "{e}"
+    );
+    let e = load(&["augment.local.size=24", "augment.global.size=20"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("larger than the 20-pixel global crops"), "{e}");
 }
