@@ -9,6 +9,12 @@
 //! `w(step) = min(1, step / (ramp · total))` (`gradual_cycle = 0.1`). With `top_n > 1` the match
 //! is the mean of the n best candidates (`cycle_soft_num`). Nothing here carries a gradient: the
 //! caller gathers the matched features (with or without gradient) and uses them as positives.
+//!
+//! **Balanced** matches (`balance`, gyre's option, not the IRC code's): the similarities go
+//! through Sinkhorn–Knopp first (SwAV's equipartition, [`crate::swav::sinkhorn_knopp`]), so that
+//! every candidate carries the same share of the queries' mass; each query's match is then the
+//! best candidate of its balanced row, scored by its code value. A candidate that is near every
+//! query (a hub) is scaled down for all of them, and the matches spread over the candidates.
 
 use gyre_kernels::candle::bail;
 use gyre_kernels::{DType, Result, Tensor};
@@ -22,6 +28,28 @@ pub struct AutoPairOptions {
     pub ramp: f64,
     /// Candidates averaged per match (1: the top-1 neighbour).
     pub top_n: usize,
+    /// Match on the Sinkhorn-balanced similarities instead of the raw ones (`None`: the IRC
+    /// code's raw top-1).
+    pub balance: Option<Balance>,
+}
+
+/// Sinkhorn–Knopp settings for balanced matches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Balance {
+    /// ε of `exp(similarity / ε)`.
+    pub epsilon: f64,
+    /// Alternations of the candidate (column) and query (row) normalisations.
+    pub iterations: usize,
+}
+
+impl Default for Balance {
+    /// SwAV's: ε 0.05, 3 iterations.
+    fn default() -> Self {
+        Self {
+            epsilon: crate::swav::SWAV_EPSILON,
+            iterations: crate::swav::SWAV_SINKHORN_ITERATIONS,
+        }
+    }
 }
 
 impl Default for AutoPairOptions {
@@ -30,6 +58,7 @@ impl Default for AutoPairOptions {
             keep_fraction: 0.2,
             ramp: 0.1,
             top_n: 1,
+            balance: None,
         }
     }
 }
@@ -96,11 +125,11 @@ pub fn auto_pair(
         bail!("auto_pair: queries are {d0}-d, candidates {d1}-d");
     }
     check_options(opts, n1)?;
-    let sim = queries
-        .detach()
-        .matmul(&candidates.detach().t()?)?
-        .to_dtype(DType::F32)?
-        .to_vec2::<f32>()?;
+    let mut sim = queries.detach().matmul(&candidates.detach().t()?)?;
+    if let Some(b) = opts.balance {
+        sim = crate::swav::sinkhorn_knopp(&sim, b.epsilon, b.iterations, sim.dim(0)?)?;
+    }
+    let sim = sim.to_dtype(DType::F32)?.to_vec2::<f32>()?;
     let best = sim
         .iter()
         .map(|row| best_of_row(row, 0, opts.top_n))
@@ -120,6 +149,9 @@ pub fn auto_pair_blocks(
     total: u64,
     opts: AutoPairOptions,
 ) -> Result<AutoPairs> {
+    if opts.balance.is_some() {
+        bail!("auto_pair_blocks: balanced matches are not implemented within blocks");
+    }
     let (b0, _, d0) = queries.dims3()?;
     let (b1, m, d1) = candidates.dims3()?;
     if b0 != b1 || d0 != d1 {
@@ -222,6 +254,7 @@ mod tests {
             keep_fraction: 0.5,
             ramp: 0.1,
             top_n: 1,
+            balance: None,
         };
         let p = auto_pair(&q, &c, 5, 100, opts)?;
         assert_eq!(p.query, vec![0, 1]);
@@ -242,6 +275,7 @@ mod tests {
             keep_fraction: 1.0,
             ramp: 0.0,
             top_n: 2,
+            balance: None,
         };
         let p = auto_pair(&q, &c, 0, 10, opts)?;
         // Similarities 1.0, 0.2, 0.96: best 0 then 2.
@@ -286,6 +320,7 @@ mod tests {
             keep_fraction: 1.0,
             ramp: 0.0,
             top_n: 1,
+            balance: None,
         };
         let all = auto_pair_blocks(&q, &c, 0, 10, opts)?;
         // Scores: 1, 1 (block 0), 0 (e0 vs e1 beats −1), r (block 1): sorted 1, 1, r, 0.
@@ -318,6 +353,53 @@ mod tests {
         )?;
         assert_eq!(flat, blk);
         assert!(auto_pair_blocks(&q, &c.narrow(0, 0, 1)?, 0, 10, opts).is_err());
+        Ok(())
+    }
+
+    /// A hub candidate near every query takes every raw top-1 match; balanced, the matches
+    /// spread, each query going to its own nearest non-hub candidate.
+    #[test]
+    fn balanced_matches_spread_over_the_candidates() -> Result<()> {
+        let q = rows(&[
+            [1f32, 0.2, 0.0],
+            [1.0, 0.0, 0.2],
+            [1.0, -0.2, 0.0],
+            [1.0, 0.0, -0.2],
+        ])?;
+        let q = crate::l2_normalize(&q)?;
+        let c = rows(&[
+            [1f32, 0.0, 0.0],
+            [0.7, 0.7, 0.0],
+            [0.7, 0.0, 0.7],
+            [0.7, -0.7, 0.0],
+            [0.7, 0.0, -0.7],
+        ])?;
+        let c = crate::l2_normalize(&c)?;
+        let raw = AutoPairOptions {
+            keep_fraction: 1.0,
+            ramp: 0.0,
+            top_n: 1,
+            balance: None,
+        };
+        let p = auto_pair(&q, &c, 0, 1, raw)?;
+        assert!(p.top1().all(|j| j == 0), "{:?}", p.matched);
+        let balanced = AutoPairOptions {
+            balance: Some(Balance {
+                epsilon: 0.05,
+                iterations: 50,
+            }),
+            ..raw
+        };
+        let p = auto_pair(&q, &c, 0, 1, balanced)?;
+        let mut by_query: Vec<(u32, u32)> = p.query.iter().copied().zip(p.top1()).collect();
+        by_query.sort();
+        assert_eq!(by_query, [(0, 1), (1, 2), (2, 3), (3, 4)]);
+        // Scores are code values: each a share of its query's unit row.
+        assert!(
+            p.score.iter().all(|&s| s > 0.0 && s <= 1.0),
+            "{:?}",
+            p.score
+        );
         Ok(())
     }
 }

@@ -27,7 +27,7 @@ pub mod swav;
 pub(crate) mod testing;
 pub mod vicreg;
 
-pub use auto_pair::{auto_pair, auto_pair_blocks, AutoPairOptions, AutoPairs};
+pub use auto_pair::{auto_pair, auto_pair_blocks, AutoPairOptions, AutoPairs, Balance};
 pub use barlow_twins::{barlow_twins_loss, cross_correlation, standardize_columns};
 pub use byol::{byol_loss, cosine_rows};
 pub use circulation::{

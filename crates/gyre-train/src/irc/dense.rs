@@ -354,6 +354,7 @@ impl DensePlugin {
                 keep_fraction: 1.0,
                 ramp: self.cfg.ramp,
                 top_n: 1,
+                balance: None,
             },
         )?;
         let keep = ((self.cfg.keep_fraction * all.query.len() as f64).ceil() as usize)

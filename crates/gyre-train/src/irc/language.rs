@@ -392,6 +392,7 @@ impl LanguagePlugin {
                 keep_fraction: self.cfg.keep_fraction,
                 ramp: self.cfg.ramp,
                 top_n: 1,
+                balance: self.cfg.balance.then(gyre_losses::Balance::default),
             },
         )?;
         let matched: Vec<u32> = pairs.top1().collect();
@@ -527,11 +528,11 @@ pub(crate) mod tests {
     #[test]
     fn the_step_is_the_base_plus_the_hand_composed_walk_and_pairs() -> anyhow::Result<()> {
         let text = text_side(40, "compose");
-        for auto_pair in [false, true] {
-            let ap = if auto_pair {
-                "auto_pair = true\nramp = 0.0\nkeep_fraction = 0.5"
-            } else {
-                ""
+        for (auto_pair, balance) in [(false, false), (true, false), (true, true)] {
+            let ap = match (auto_pair, balance) {
+                (false, _) => "",
+                (true, false) => "auto_pair = true\nramp = 0.0\nkeep_fraction = 0.5",
+                (true, true) => "auto_pair = true\nramp = 0.0\nkeep_fraction = 0.5\nbalance = true",
             };
             let cfg = lang_cfg(&format!("weight = 0.5\ntemperature = 0.2\n{ap}"));
             let mut irc = simclr_irc(&cfg, text.clone())?;
@@ -562,9 +563,16 @@ pub(crate) mod tests {
             assert!((got_cyc - cyc).abs() < 1e-4, "{got_cyc} vs {cyc}");
             let mut want = log(&out, "base_loss").unwrap() + 0.5 * cyc;
             if auto_pair {
-                // Keep the 4 rows with the highest first-hop similarity; positive = their argmax.
-                let sim: Vec<Vec<f32>> = g0.matmul(&t.t()?)?.to_vec2()?;
-                let mut best: Vec<(f32, usize, usize)> = sim
+                // Keep the 4 rows with the highest first-hop similarity; positive = their argmax
+                // (balanced: the highest Sinkhorn code, SwAV's ε 0.05 and 3 iterations).
+                let raw = g0.matmul(&t.t()?)?;
+                let sim: Vec<Vec<f32>> = raw.to_vec2()?;
+                let pick: Vec<Vec<f32>> = if balance {
+                    gyre_losses::sinkhorn_knopp(&raw, 0.05, 3, 8)?.to_vec2()?
+                } else {
+                    sim.clone()
+                };
+                let mut best: Vec<(f32, usize, usize)> = pick
                     .iter()
                     .enumerate()
                     .map(|(i, r)| {

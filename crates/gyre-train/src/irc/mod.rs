@@ -164,6 +164,11 @@ pub struct IrcConfig {
     /// Memory entries averaged per match (1: top-1).
     #[serde(default = "d_irc_top_n")]
     pub top_n: usize,
+    /// Auto-pairs from Sinkhorn-balanced similarities (SwAV's equipartition, ε 0.05, 3
+    /// iterations; [`gyre_losses::Balance`]) instead of each row's raw top-1, so that no memory
+    /// entry or text takes every query (instance and language levels).
+    #[serde(default)]
+    pub balance: bool,
     /// Dense level: τ of the auto-paired dense InfoNCE (default 0.2, DenseCL's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pair_temperature: Option<f64>,
@@ -366,6 +371,12 @@ impl IrcConfig {
                     return bad(
                         "irc.top_n",
                         "the dense level pairs each cell with its top-1 partner cell".into(),
+                    );
+                }
+                if self.balance {
+                    return bad(
+                        "irc.balance",
+                        "the dense level matches cells within each image pair; balanced matches are for the instance and language levels".into(),
                     );
                 }
                 if !(2..=3).contains(&self.dense_hops()) {
@@ -643,6 +654,7 @@ impl IrcPlugin {
                     keep_fraction: self.cfg.keep_fraction,
                     ramp: self.cfg.ramp,
                     top_n: self.cfg.top_n,
+                    balance: self.cfg.balance.then(gyre_losses::Balance::default),
                 },
             )?;
             let (mut labelled, mut correct) = (0u64, 0u64);
