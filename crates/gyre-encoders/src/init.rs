@@ -60,6 +60,23 @@ impl Init {
         Tensor::from_vec(v, shape, &self.device)
     }
 
+    /// timm's `trunc_normal_(std)`: N(0, std²) redrawn outside [−2, 2] (absolute bounds, as
+    /// timm's defaults: for std 0.02 a plain normal in practice).
+    pub fn trunc_normal(&self, name: &str, shape: &[usize], std: f64) -> Result<Tensor> {
+        let normal = Normal::new(0.0, std).expect("finite std");
+        let mut rng = self.rng(name);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| loop {
+                let x: f64 = normal.sample(&mut rng);
+                if (-2.0..=2.0).contains(&x) {
+                    break x as f32;
+                }
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &self.device)
+    }
+
     pub fn constant(&self, shape: &[usize], value: f32) -> Result<Tensor> {
         Tensor::full(value, shape, &self.device)
     }

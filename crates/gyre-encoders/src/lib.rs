@@ -1,6 +1,7 @@
 //! Encoders for gyre: the ResNet family (BasicBlock and Bottleneck, CIFAR or ImageNet stem, any
-//! input channel count) with BatchNorm that trains, projection heads, and weights stored under
-//! torchvision's key names so that they load into PyTorch unchanged.
+//! input channel count) with BatchNorm that trains, the Vision Transformer (timm's names),
+//! projection heads, and weights stored under torchvision's / timm's key names so that they load
+//! into PyTorch unchanged.
 
 pub mod dense;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod init;
 pub mod layers;
 pub mod params;
 pub mod resnet;
+pub mod vit;
 pub mod weights;
 
 pub use dense::{upsample_bilinear, DenseHead};
@@ -19,3 +21,4 @@ pub use hub::{from_pretrained, from_pretrained_with, HubOptions, Pretrained, Pre
 pub use layers::WeightNormLinear;
 pub use params::{Param, ParamKind, ParamStore};
 pub use resnet::{Block, ResNet, ResNetConfig, Stem};
+pub use vit::{resample_pos_embed, ViT, VitConfig};
