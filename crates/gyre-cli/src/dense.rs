@@ -99,6 +99,8 @@ pub fn run(
                 stem: Some(gyre_encoders::Stem::Cifar),
                 output_stride: Some(a.output_stride),
                 stages: None,
+                image_size: None,
+                drop_path_rate: None,
             };
             let net = enc.build(3, 0, &device)?;
             (

@@ -367,7 +367,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     // The model's own input normalisation.
                     r.data.mean = Some(p.config.mean.clone());
                     r.data.std = Some(p.config.std.clone());
-                    p.backbone
+                    gyre_encoders::Backbone::from(p.backbone)
                 }
                 (None, None) => unreachable!("checked above"),
             };

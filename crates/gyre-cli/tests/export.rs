@@ -150,7 +150,7 @@ fn exported_backbone_loads_from_an_offline_hub_cache_with_the_same_knn() {
     let (bank, queries) = data.eval.as_ref().unwrap();
     assert_eq!((&data.mean, &data.std), (&p.config.mean, &p.config.std));
     let again = gyre_train::eval::knn_eval(
-        &p.backbone,
+        &gyre_encoders::Backbone::from(p.backbone),
         bank,
         queries,
         &p.config.mean,

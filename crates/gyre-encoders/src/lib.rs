@@ -3,6 +3,7 @@
 //! projection heads, and weights stored under torchvision's / timm's key names so that they load
 //! into PyTorch unchanged.
 
+pub mod backbone;
 pub mod dense;
 pub mod error;
 pub mod head;
@@ -14,6 +15,7 @@ pub mod resnet;
 pub mod vit;
 pub mod weights;
 
+pub use backbone::{Backbone, BackboneConfig};
 pub use dense::{upsample_bilinear, DenseHead};
 pub use error::EncoderError;
 pub use head::{Activation, ProjectionHead, ProjectionHeadConfig};

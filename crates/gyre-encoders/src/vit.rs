@@ -7,7 +7,8 @@
 //!
 //! Presets: `vit-tiny-16` (192 wide, 12 blocks, 3 heads) and `vit-small-16` (384, 12, 6) for 224
 //! px, and their patch-4 variants `vit-tiny-4` / `vit-small-4` for 28–32 px images (7×7 or 8×8
-//! patches). Another input size takes the position embeddings resampled bicubically
+//! patches); `vit-micro-4` (64 wide, 4 blocks, 2 heads, patch 4), gyre's own, for CI-sized runs
+//! and CPU budgets. Another input size takes the position embeddings resampled bicubically
 //! ([`resample_pos_embed`], timm's `resample_abs_pos_embed`). Stochastic depth (`drop_path`) drops
 //! each sample's residual branches with the rate rising linearly over the blocks, keyed on a
 //! caller's counter so that runs repeat ([`ViT::forward_drop`]).
@@ -42,14 +43,15 @@ impl VitConfig {
         img_size: usize,
         in_channels: usize,
     ) -> std::result::Result<Self, EncoderError> {
-        let (embed_dim, num_heads, patch_size) = match name {
-            "vit-tiny-16" => (192, 3, 16),
-            "vit-small-16" => (384, 6, 16),
-            "vit-tiny-4" => (192, 3, 4),
-            "vit-small-4" => (384, 6, 4),
+        let (embed_dim, depth, num_heads, patch_size) = match name {
+            "vit-tiny-16" => (192, 12, 3, 16),
+            "vit-small-16" => (384, 12, 6, 16),
+            "vit-tiny-4" => (192, 12, 3, 4),
+            "vit-small-4" => (384, 12, 6, 4),
+            "vit-micro-4" => (64, 4, 2, 4),
             _ => {
                 return Err(EncoderError::Config(format!(
-                    "unknown ViT `{name}`: expected vit-tiny-16, vit-small-16, vit-tiny-4 or vit-small-4"
+                    "unknown ViT `{name}`: expected vit-tiny-16, vit-small-16, vit-tiny-4, vit-small-4 or vit-micro-4"
                 )))
             }
         };
@@ -58,7 +60,7 @@ impl VitConfig {
             patch_size,
             in_channels,
             embed_dim,
-            depth: 12,
+            depth,
             num_heads,
             mlp_ratio: 4.0,
             drop_path_rate: 0.0,
@@ -88,7 +90,10 @@ impl VitConfig {
                 self.num_heads, self.embed_dim
             ));
         }
-        if self.depth == 0 || self.in_channels == 0 || !(self.mlp_ratio > 0.0) {
+        if self.depth == 0
+            || self.in_channels == 0
+            || self.mlp_ratio.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+        {
             return bad(format!(
                 "depth, channels and mlp_ratio must be positive: {self:?}"
             ));

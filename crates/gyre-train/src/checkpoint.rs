@@ -10,7 +10,7 @@ use crate::optim::Optimizer;
 use crate::recipe::Recipe;
 use anyhow::Context;
 use gyre_encoders::weights::{load_into, named_tensors, read_tensors, save_tensors_atomic};
-use gyre_encoders::{ParamStore, ResNet};
+use gyre_encoders::{Backbone, ParamStore};
 use gyre_kernels::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -148,7 +148,7 @@ pub fn backbone_from(
     tensors: &HashMap<String, Tensor>,
     path: &Path,
     device: &Device,
-) -> anyhow::Result<ResNet> {
+) -> anyhow::Result<Backbone> {
     let channels = crate::data_setup::run_normalisation(recipe)?.0.len();
     let net = recipe.encoder.build(channels, recipe.seed, device)?;
     let body: HashMap<String, Tensor> = tensors
@@ -161,7 +161,7 @@ pub fn backbone_from(
 }
 
 /// The trained backbone of the run in `run_dir` (built from `recipe`, its recipe).
-pub fn load_backbone(run_dir: &Path, recipe: &Recipe, device: &Device) -> anyhow::Result<ResNet> {
+pub fn load_backbone(run_dir: &Path, recipe: &Recipe, device: &Device) -> anyhow::Result<Backbone> {
     let wp = weights_path(run_dir);
     backbone_from(recipe, &read_tensors(&wp, device)?, &wp, device)
 }

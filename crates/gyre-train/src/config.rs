@@ -4,7 +4,7 @@
 
 use crate::optim::OptimKind;
 use crate::schedule::Decay;
-use gyre_encoders::{ResNet, Stem};
+use gyre_encoders::{Backbone, Stem};
 use gyre_kernels::Device;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -236,7 +236,9 @@ fn d_prefetch() -> usize {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderConfig {
-    /// `resnet-mini`, `resnet18`, `resnet34` or `resnet50`.
+    /// `resnet-mini`, `resnet18`, `resnet34`, `resnet50`, or a ViT: `vit-tiny-16`,
+    /// `vit-small-16`, `vit-tiny-4`, `vit-small-4` (patch 4, for 28–32 px images), `vit-micro-4`
+    /// (64 wide, 4 blocks: CI-sized runs).
     pub arch: String,
     /// SplitBatchNorm sub-batches in the backbone (MoCo's CIFAR demo uses 8); 1 = plain BN.
     #[serde(default = "d_one")]
@@ -251,6 +253,13 @@ pub struct EncoderConfig {
     /// Keep only the first N stages (CRW drops ResNet-18's layer4: `stages = 3`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stages: Option<usize>,
+    /// A ViT: the side of the images its position embeddings are laid out for (the global
+    /// crops'; other sizes, e.g. local crops, resample them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<usize>,
+    /// A ViT: the stochastic-depth rate of its last block (0 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_path_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -440,8 +449,44 @@ pub(crate) fn d_eval() -> EvalConfig {
 impl EncoderConfig {
     /// The backbone this section describes, for images of `in_channels` channels, with initial
     /// weights keyed on `seed`.
-    pub fn build(&self, in_channels: usize, seed: u64, device: &Device) -> anyhow::Result<ResNet> {
-        Ok(ResNet::new(self.resnet_config(in_channels)?, seed, device)?)
+    pub fn build(
+        &self,
+        in_channels: usize,
+        seed: u64,
+        device: &Device,
+    ) -> anyhow::Result<Backbone> {
+        Ok(Backbone::new(
+            &self.backbone_config(in_channels)?,
+            seed,
+            device,
+        )?)
+    }
+
+    /// Whether `arch` names a Vision Transformer.
+    pub fn is_vit(&self) -> bool {
+        self.arch.starts_with("vit-")
+    }
+
+    /// The architecture this section describes: a ResNet ([`Self::resnet_config`]) or a ViT.
+    pub fn backbone_config(
+        &self,
+        in_channels: usize,
+    ) -> Result<gyre_encoders::BackboneConfig, gyre_encoders::EncoderError> {
+        use gyre_encoders::{BackboneConfig, EncoderError};
+        if !self.is_vit() {
+            return Ok(BackboneConfig::ResNet(self.resnet_config(in_channels)?));
+        }
+        let size = self.image_size.ok_or_else(|| {
+            EncoderError::Config(
+                "a ViT lays its position embeddings out for one input size: set encoder.image_size (the global crops' size)".into(),
+            )
+        })?;
+        let mut cfg = gyre_encoders::VitConfig::preset(&self.arch, size, in_channels)?;
+        if let Some(r) = self.drop_path_rate {
+            cfg.drop_path_rate = r;
+            cfg.check()?;
+        }
+        Ok(BackboneConfig::ViT(cfg))
     }
 
     /// The architecture this section describes (the recipe check and [`Self::build`] use it).

@@ -4,7 +4,7 @@
 
 use crate::knn::{effective_k, knn_top1, FeatureSet};
 use gyre_data::ImageSet;
-use gyre_encoders::ResNet;
+use gyre_encoders::Backbone;
 use gyre_kernels::{Device, Result, Tensor};
 use std::sync::Arc;
 
@@ -49,7 +49,7 @@ impl KnnMonitor {
     }
 
     /// Eval-mode backbone features of the bank and of the queries, not normalised.
-    pub fn features(&self, net: &ResNet) -> Result<(Vec<f32>, Vec<f32>)> {
+    pub fn features(&self, net: &Backbone) -> Result<(Vec<f32>, Vec<f32>)> {
         let (m, s) = (&self.mean, &self.std);
         Ok((
             raw_backbone_features(net, &self.bank, m, s, &self.device)?,
@@ -58,12 +58,12 @@ impl KnnMonitor {
     }
 
     /// kNN top-1 of `net`'s features at the monitor's k and t.
-    pub fn accuracy(&self, net: &ResNet) -> Result<f64> {
+    pub fn accuracy(&self, net: &Backbone) -> Result<f64> {
         Ok(self.sweep(net, &[self.k], &[self.t])?[0].top1)
     }
 
     /// kNN top-1 at every (k, t) of `ks` × `ts`, from one pass of features.
-    pub fn sweep(&self, net: &ResNet, ks: &[usize], ts: &[f64]) -> Result<Vec<KnnPoint>> {
+    pub fn sweep(&self, net: &Backbone, ks: &[usize], ts: &[f64]) -> Result<Vec<KnnPoint>> {
         let (fb, fq) = self.features(net)?;
         self.sweep_features(fb, fq, net.feature_dim(), ks, ts)
     }
@@ -97,7 +97,7 @@ impl KnnMonitor {
 
 /// L2-normalised eval-mode backbone features of every image of `set` (no augmentation).
 pub fn backbone_features(
-    net: &ResNet,
+    net: &Backbone,
     set: &ImageSet,
     mean: &[f32],
     std: &[f32],
@@ -113,7 +113,7 @@ pub fn backbone_features(
 
 /// Eval-mode backbone features of every image of `set`, not normalised, row-major `[n, dim]`.
 pub fn raw_backbone_features(
-    net: &ResNet,
+    net: &Backbone,
     set: &ImageSet,
     mean: &[f32],
     std: &[f32],
@@ -154,7 +154,7 @@ pub fn pixel_features(
 /// [`KnnMonitor`] of those sets, for one call).
 #[allow(clippy::too_many_arguments)]
 pub fn knn_eval(
-    net: &ResNet,
+    net: &Backbone,
     bank: &Arc<ImageSet>,
     queries: &Arc<ImageSet>,
     mean: &[f32],

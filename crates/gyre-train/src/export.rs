@@ -42,7 +42,7 @@ pub struct ExportOptions {
 pub struct Exported {
     /// The run's recipe.
     pub recipe: Recipe,
-    pub backbone: gyre_encoders::ResNet,
+    pub backbone: gyre_encoders::Backbone,
     pub config: PretrainedConfig,
     pub knn: KnnResults,
     pub linear: Option<LinearResult>,
@@ -109,7 +109,14 @@ pub fn prepare(
         .map(|a| a.size)
         .unwrap_or(0);
     let (mean, std) = crate::data_setup::run_normalisation(&recipe)?;
-    let config = PretrainedConfig::new(&recipe.encoder.arch, backbone.config(), &mean, &std, size);
+    let resnet = backbone.resnet().with_context(|| {
+        format!(
+            "{}: a {} backbone has no Hub layout in gyre yet (ResNets only)",
+            run_dir.display(),
+            recipe.encoder.arch
+        )
+    })?;
+    let config = PretrainedConfig::new(&recipe.encoder.arch, resnet.config(), &mean, &std, size);
     let linear = match opts.linear_epochs {
         Some(epochs) => {
             let data = crate::data_setup::load(&recipe)?;
@@ -154,7 +161,11 @@ pub fn prepare(
 
 /// Writes the model folder `out`: the backbone, `config.json` and the model card `card`.
 pub fn write(exported: &Exported, out: &Path, card: &str) -> anyhow::Result<()> {
-    save_pretrained(out, &exported.backbone, &exported.config, card)
+    let resnet = exported
+        .backbone
+        .resnet()
+        .context("only a ResNet backbone has a Hub layout")?;
+    save_pretrained(out, resnet, &exported.config, card)
         .with_context(|| format!("exporting to {}", out.display()))?;
     Ok(())
 }

@@ -802,12 +802,42 @@ impl Recipe {
                 "the embedded dataset has no root; use kind = \"fashion-mnist\"".into(),
             );
         }
-        if let Err(e) =
+        if self.encoder.is_vit() {
+            let e = &self.encoder;
+            for (key, set) in [
+                ("encoder.stem", e.stem.is_some()),
+                ("encoder.output_stride", e.output_stride.is_some()),
+                ("encoder.stages", e.stages.is_some()),
+                ("encoder.bn_splits", e.bn_splits != 1),
+            ] {
+                if set {
+                    return bad(key, format!("a ResNet setting; {} is a ViT", e.arch));
+                }
+            }
+            if let Err(e) = e.backbone_config(self.in_channels().unwrap_or(3)) {
+                let key = if e.to_string().contains("image_size")
+                    || e.to_string().contains("divide the")
+                {
+                    "encoder.image_size"
+                } else if e.to_string().contains("unknown ViT") {
+                    "encoder.arch"
+                } else {
+                    "encoder.drop_path_rate"
+                };
+                return bad(key, e.to_string());
+            }
+        } else if let Err(e) =
             gyre_encoders::ResNetConfig::preset(&self.encoder.arch, self.in_channels().unwrap_or(3))
         {
             return bad("encoder.arch", e.to_string());
+        } else if self.encoder.image_size.is_some() || self.encoder.drop_path_rate.is_some() {
+            return bad(
+                "encoder.image_size",
+                format!("a ViT setting; {} is a ResNet", self.encoder.arch),
+            );
         }
-        if let Err(e) = self.encoder.resnet_config(self.in_channels().unwrap_or(3)) {
+        if self.encoder.is_vit() {
+        } else if let Err(e) = self.encoder.resnet_config(self.in_channels().unwrap_or(3)) {
             let key = if self.encoder.output_stride.is_some() {
                 "encoder.output_stride"
             } else {

@@ -9,7 +9,7 @@
 
 use crate::ema::{EmaTeacher, MomentumSchedule};
 use crate::step::StepContext;
-use gyre_encoders::{DenseHead, ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
+use gyre_encoders::{Backbone, DenseHead, ParamStore, ProjectionHead, ProjectionHeadConfig};
 use gyre_kernels::{Device, Result, Tensor};
 use rand::seq::SliceRandom;
 
@@ -35,7 +35,7 @@ pub struct DenseTeacherOutput {
 /// A momentum encoder: backbone + projector (+ a dense head for dense methods), EMA of the
 /// online ones.
 pub struct MomentumEncoder {
-    backbone: ResNet,
+    backbone: Backbone,
     head: ProjectionHead,
     dense_head: Option<DenseHead>,
     store: ParamStore,
@@ -55,7 +55,7 @@ impl MomentumEncoder {
     /// under `dense_head.`. `shuffle` turns Shuffle-BN on.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        online_backbone: &ResNet,
+        online_backbone: &Backbone,
         online_head: &ProjectionHead,
         head_cfg: ProjectionHeadConfig,
         online_dense: Option<(&DenseHead, ProjectionHeadConfig)>,
@@ -64,7 +64,7 @@ impl MomentumEncoder {
         shuffle: bool,
         device: &Device,
     ) -> anyhow::Result<Self> {
-        let backbone = ResNet::new(online_backbone.config().clone(), seed, device)?;
+        let backbone = online_backbone.fresh(seed, device)?;
         let head = ProjectionHead::new(head_cfg, seed, "projector", device)?;
         let mut online = ParamStore::new();
         online.extend_prefixed("backbone", online_backbone.params());
@@ -234,7 +234,7 @@ mod tests {
         let dev = Device::Cpu;
         let cfg = ResNetConfig::preset("resnet-mini", 1)?;
         // The online net has a different seed: the teacher must copy it, not its own init.
-        let online = ResNet::new(cfg.clone(), 7, &dev)?;
+        let online: Backbone = gyre_encoders::ResNet::new(cfg.clone(), 7, &dev)?.into();
         let hc = ProjectionHeadConfig::new(online.feature_dim(), 16, 8);
         let head = ProjectionHead::new(hc, 7, "projector", &dev)?;
         let sched = MomentumSchedule::Constant(0.99);

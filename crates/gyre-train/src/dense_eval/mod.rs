@@ -9,7 +9,7 @@ pub mod probe;
 pub mod propagation;
 pub mod protocol;
 
-use gyre_encoders::ResNet;
+use gyre_encoders::Backbone;
 use gyre_kernels::{Device, Result, Tensor};
 
 /// A dense feature map of one image: `h × w` cells, `c` channels, each cell's vector
@@ -159,7 +159,7 @@ pub fn raw_patch_features(
 /// u8), normalised with `mean`/`std`, `batch` images at a time.
 #[allow(clippy::too_many_arguments)]
 pub fn encoder_features(
-    backbone: &ResNet,
+    backbone: &Backbone,
     images: &[u8],
     (height, width, channels): (usize, usize, usize),
     mean: &[f32],
@@ -169,7 +169,7 @@ pub fn encoder_features(
 ) -> Result<Vec<FeatureMap>> {
     let per = height * width * channels;
     let n = images.len() / per;
-    let stride = backbone.config().output_stride() as f32;
+    let stride = backbone.output_stride() as f32;
     let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(batch.max(1)) {
         let end = (start + batch.max(1)).min(n);

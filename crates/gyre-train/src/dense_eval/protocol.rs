@@ -9,7 +9,7 @@ use super::propagation::{hard_labels, j_per_object, propagate, soft_labels, Prop
 use super::{encoder_features, raw_patch_features, FeatureMap};
 use gyre_data::dense_gt::{HomographyPair, Rgb, StereoPair};
 use gyre_data::scenes::{generate, SceneConfig, SceneSources, HELD_OUT_SPLIT};
-use gyre_encoders::ResNet;
+use gyre_encoders::Backbone;
 use gyre_kernels::Device;
 use serde::Serialize;
 
@@ -17,7 +17,7 @@ use serde::Serialize;
 pub enum FeatureSource<'a> {
     /// A backbone's last-stage map, the images normalised with `mean`/`std`.
     Encoder {
-        backbone: &'a ResNet,
+        backbone: &'a Backbone,
         mean: Vec<f32>,
         std: Vec<f32>,
         device: Device,
@@ -40,7 +40,7 @@ impl FeatureSource<'_> {
                 std,
                 device,
             } => {
-                let c = backbone.config().in_channels;
+                let c = backbone.in_channels();
                 if c != 3 {
                     anyhow::bail!(
                         "the encoder takes {c}-channel images; the dense protocols are RGB"

@@ -39,7 +39,7 @@ use crate::ema::EmaTeacher;
 use crate::step::{StepContext, StepOutput};
 use gyre_data::scenes::SceneTruth;
 use gyre_data::{Batch, ViewGeometry};
-use gyre_encoders::{DenseHead, ParamStore, ProjectionHeadConfig, ResNet};
+use gyre_encoders::{Backbone, DenseHead, ParamStore, ProjectionHeadConfig};
 use gyre_kernels::candle::bail;
 use gyre_kernels::{Device, Result, Tensor};
 use gyre_losses::{
@@ -169,7 +169,7 @@ impl DensePlugin {
     /// the view that shows `a′`.
     pub fn new(
         cfg: &IrcConfig,
-        backbone: &ResNet,
+        backbone: &Backbone,
         extra_view: usize,
         seed: u64,
         device: &Device,
@@ -240,7 +240,7 @@ impl DensePlugin {
     pub(super) fn add_to(
         &mut self,
         out: &mut StepOutput,
-        backbone: &ResNet,
+        backbone: &Backbone,
         views: &[Tensor],
         batch: &Batch,
         ctx: StepContext,
@@ -632,7 +632,7 @@ mod tests {
         };
         let mut p = DensePlugin::new(
             &dense_cfg(false),
-            &ResNet::new(f.encoder.resnet_config(1).unwrap(), 0, &f.device)?,
+            &f.encoder.build(1, 0, &f.device)?,
             2,
             0,
             &f.device,

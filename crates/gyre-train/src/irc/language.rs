@@ -18,7 +18,7 @@
 
 use super::IrcConfig;
 use crate::step::{StepContext, StepOutput};
-use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
+use gyre_encoders::{Backbone, ParamStore, ProjectionHead, ProjectionHeadConfig};
 use gyre_kernels::candle::{bail, DType};
 use gyre_kernels::{Device, Result, Tensor};
 use gyre_losses::{auto_pair, circulation_loss, l2_normalize, AutoPairOptions, CirculationOptions};
@@ -283,7 +283,7 @@ impl LanguagePlugin {
     /// Registers `image_projector.*` and `text_projector.*` in `params`.
     pub fn new(
         cfg: &IrcConfig,
-        backbone: &ResNet,
+        backbone: &Backbone,
         text: Arc<TextSide>,
         seed: u64,
         device: &Device,

@@ -36,7 +36,7 @@ use crate::ema::EmaTeacher;
 use crate::method::Method;
 use crate::step::{AutoPositives, StepContext, StepOutput};
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
+use gyre_encoders::{Backbone, ParamStore, ProjectionHead, ProjectionHeadConfig};
 use gyre_kernels::{Device, Result, Tensor};
 use gyre_losses::{auto_pair, circulation_loss, l2_normalize, AutoPairOptions, CirculationOptions};
 use serde::{Deserialize, Serialize};
@@ -502,7 +502,7 @@ struct Tally {
 
 /// The EMA copy of the backbone and cycle head that fills the memory (`memory = "ema"`).
 struct MemoryEncoder {
-    backbone: ResNet,
+    backbone: Backbone,
     head: ProjectionHead,
     store: ParamStore,
     ema: EmaTeacher,
@@ -511,16 +511,16 @@ struct MemoryEncoder {
 
 impl MemoryEncoder {
     fn new(
-        online: &ResNet,
+        online: &Backbone,
         cycle_head: &ProjectionHead,
         head_cfg: ProjectionHeadConfig,
         momentum: f64,
         seed: u64,
         device: &Device,
     ) -> anyhow::Result<Self> {
-        let backbone = ResNet::new(online.config().clone(), seed, device)?;
+        let backbone = online.fresh(seed, device)?;
         let head = ProjectionHead::new(head_cfg, seed, "cycle_projector", device)?;
-        let pair = |b: &ResNet, h: &ProjectionHead| {
+        let pair = |b: &Backbone, h: &ProjectionHead| {
             let mut s = ParamStore::new();
             s.extend_prefixed("backbone", b.params());
             s.extend_prefixed("cycle_projector", h.params());
@@ -567,7 +567,7 @@ impl IrcPlugin {
     /// and the new head.
     pub fn new(
         cfg: &IrcConfig,
-        backbone: &ResNet,
+        backbone: &Backbone,
         base_dim: usize,
         seed: u64,
         device: &Device,
@@ -869,7 +869,7 @@ impl Method for Irc {
         &self.params
     }
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         self.inner.backbone()
     }
 
@@ -970,7 +970,7 @@ mod tests {
         assert_eq!(cfg.memory_kind(), MemoryKind::Ema);
         let mut irc = Irc::new(inner, &cfg, f.head.output, 2, 0, &f.device)?;
         // The independent copy: same architecture, its own tensors.
-        let net = ResNet::new(irc.backbone().config().clone(), 99, &f.device)?;
+        let net = irc.backbone().fresh(99, &f.device)?;
         let head_cfg = ProjectionHeadConfig::new(net.feature_dim(), 16, 8);
         let head = ProjectionHead::new(head_cfg, 99, "cycle_projector", &f.device)?;
         let mut copy = ParamStore::new();

@@ -13,7 +13,7 @@
 use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError};
 use crate::step::{PairHooks, StepContext, StepOutput};
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ResNet};
+use gyre_encoders::{Backbone, ParamStore};
 use gyre_kernels::{Result, Tensor};
 use gyre_losses::barlow_twins::{standardize_columns, BARLOW_TWINS_EPS, BARLOW_TWINS_LAMBDA};
 use gyre_losses::barlow_twins_loss;
@@ -83,7 +83,7 @@ impl Method for BarlowTwins {
         &self.online.params
     }
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.online.backbone
     }
 

@@ -12,7 +12,7 @@ use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, Sett
 use crate::step::{PairHooks, StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
+use gyre_encoders::{Backbone, ParamStore, ProjectionHead};
 use gyre_kernels::{Result, Tensor};
 use gyre_losses::byol_loss;
 use serde::{Deserialize, Serialize};
@@ -68,7 +68,7 @@ impl MethodSettings for ByolSettings {
 }
 
 pub struct Byol {
-    backbone: ResNet,
+    backbone: Backbone,
     projector: ProjectionHead,
     predictor: ProjectionHead,
     teacher: MomentumEncoder,
@@ -93,7 +93,7 @@ impl Method for Byol {
         &self.params
     }
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 

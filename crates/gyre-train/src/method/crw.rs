@@ -17,7 +17,7 @@
 use super::{BuildContext, Method, MethodEnv, MethodSettings, SettingsError};
 use crate::step::{StepContext, StepOutput};
 use gyre_data::{Batch, ClipDraws};
-use gyre_encoders::{DenseHead, ParamStore, ProjectionHeadConfig, ResNet};
+use gyre_encoders::{Backbone, DenseHead, ParamStore, ProjectionHeadConfig};
 use gyre_kernels::{Result, Tensor};
 use gyre_losses::normalize::l2_normalize_dim;
 use gyre_losses::{crw_loss, l2_normalize, EdgeDropout};
@@ -73,7 +73,7 @@ impl MethodSettings for CrwSettings {
 }
 
 pub struct Crw {
-    backbone: ResNet,
+    backbone: Backbone,
     head: DenseHead,
     settings: CrwSettings,
     seed: u64,
@@ -129,7 +129,7 @@ impl Method for Crw {
         &self.params
     }
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 

@@ -15,7 +15,7 @@ use crate::bank::FifoBank;
 use crate::step::{StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
-use gyre_encoders::{DenseHead, ParamStore, ProjectionHead, ResNet};
+use gyre_encoders::{Backbone, DenseHead, ParamStore, ProjectionHead};
 use gyre_kernels::{Result, Tensor};
 use gyre_losses::densecl::{backbone_matches, densecl_dense_loss, pooled_keys};
 use gyre_losses::{info_nce, l2_normalize};
@@ -70,7 +70,7 @@ impl MethodSettings for DenseClSettings {
 }
 
 pub struct DenseCl {
-    backbone: ResNet,
+    backbone: Backbone,
     head: ProjectionHead,
     dense_head: DenseHead,
     teacher: MomentumEncoder,
@@ -118,7 +118,7 @@ impl Method for DenseCl {
         &self.params
     }
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 

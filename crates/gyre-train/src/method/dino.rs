@@ -25,7 +25,7 @@ use crate::ema::{copy_state, load_copy_state, EmaTeacher};
 use crate::step::{PairHooks, StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
-use gyre_encoders::{init::Init, ParamStore, ResNet, WeightNormLinear};
+use gyre_encoders::{init::Init, Backbone, ParamStore, WeightNormLinear};
 use gyre_kernels::{DType, Result, Tensor};
 use gyre_losses::dino::{teacher_temperature, DINO_CENTER_MOMENTUM, DINO_STUDENT_TEMPERATURE};
 use gyre_losses::{dino_loss, l2_normalize, teacher_targets, update_center};
@@ -189,7 +189,7 @@ impl Method for Dino {
         &self.online.params
     }
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.online.backbone
     }
 

@@ -27,7 +27,7 @@ use crate::cluster_bank::ClusterBank;
 use crate::step::{StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
+use gyre_encoders::{Backbone, ParamStore, ProjectionHead};
 use gyre_kernels::{Result, Tensor};
 use gyre_losses::{info_nce, inter_loss, l2_normalize};
 use serde::{Deserialize, Serialize};
@@ -148,7 +148,7 @@ impl MethodSettings for InterClrSettings {
 }
 
 pub struct InterClr {
-    backbone: ResNet,
+    backbone: Backbone,
     head: ProjectionHead,
     teacher: MomentumEncoder,
     queue: FifoBank,
@@ -173,7 +173,7 @@ impl Method for InterClr {
         &self.params
     }
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 

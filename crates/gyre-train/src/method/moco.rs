@@ -20,7 +20,7 @@ use crate::bank::FifoBank;
 use crate::step::{DenseHooks, StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
+use gyre_encoders::{Backbone, ParamStore, ProjectionHead};
 use gyre_kernels::{Result, Tensor};
 use gyre_losses::{info_nce, l2_normalize};
 use serde::{Deserialize, Serialize};
@@ -71,7 +71,7 @@ impl MethodSettings for MocoSettings {
 }
 
 pub struct MocoV2 {
-    backbone: ResNet,
+    backbone: Backbone,
     head: ProjectionHead,
     teacher: MomentumEncoder,
     queue: FifoBank,
@@ -120,7 +120,7 @@ impl Method for MocoV2 {
         &self.params
     }
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 

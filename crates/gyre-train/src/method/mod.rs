@@ -36,7 +36,7 @@ use crate::ema::MomentumSchedule;
 use crate::step::{StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
-use gyre_encoders::{DenseHead, ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
+use gyre_encoders::{Backbone, DenseHead, ParamStore, ProjectionHead, ProjectionHeadConfig};
 use gyre_kernels::{Device, Result, Tensor};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -68,7 +68,7 @@ pub trait Method {
     /// teachers and queues are not in it.
     fn params(&self) -> &ParamStore;
     /// The encoder whose features are evaluated and exported.
-    fn backbone(&self) -> &ResNet;
+    fn backbone(&self) -> &Backbone;
     /// Steps 1–3: the loss of one batch; `views[v]` is `[B, C, H, W]` on the training device.
     fn step(&mut self, views: &[Tensor], batch: &Batch, ctx: StepContext) -> Result<StepOutput>;
     /// Steps 5–6, after the optimiser step: queue and bank writes, periodic refreshes.
@@ -423,7 +423,7 @@ pub(crate) fn info_nce_pair(
 /// registered in a fresh store under `backbone.` and `projector.`; heads added later go into the
 /// same store.
 pub(crate) struct Online {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     pub head: ProjectionHead,
     pub head_cfg: ProjectionHeadConfig,
     pub params: ParamStore,

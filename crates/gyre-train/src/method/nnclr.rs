@@ -17,7 +17,7 @@ use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, Sett
 use crate::bank::{FifoBank, NO_LABEL};
 use crate::step::{PairHooks, StepContext, StepOutput};
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
+use gyre_encoders::{Backbone, ParamStore, ProjectionHead};
 use gyre_kernels::{Result, Tensor};
 use gyre_losses::{l2_normalize, nearest_neighbours, nnclr_loss};
 use serde::{Deserialize, Serialize};
@@ -76,7 +76,7 @@ impl MethodSettings for NnclrSettings {
 }
 
 pub struct Nnclr {
-    backbone: ResNet,
+    backbone: Backbone,
     projector: ProjectionHead,
     predictor: ProjectionHead,
     /// The support set: view-1 projections (normalised) and their labels (diagnostics only).
@@ -106,7 +106,7 @@ impl Method for Nnclr {
         &self.params
     }
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 

@@ -17,7 +17,7 @@ use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, Sett
 use crate::step::{PairHooks, StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::{Batch, ViewGeometry};
-use gyre_encoders::{DenseHead, ParamStore, ProjectionHead, ProjectionHeadConfig, ResNet};
+use gyre_encoders::{Backbone, DenseHead, ParamStore, ProjectionHead, ProjectionHeadConfig};
 use gyre_kernels::{Device, Result, Tensor};
 use gyre_losses::byol_loss;
 use gyre_losses::pixpro::{pixel_propagation, pixpro_loss, positive_mask};
@@ -84,7 +84,7 @@ impl MethodSettings for PixProSettings {
 }
 
 pub struct PixPro {
-    backbone: ResNet,
+    backbone: Backbone,
     projector: ProjectionHead,
     dense_head: DenseHead,
     transform: DenseHead,
@@ -179,7 +179,7 @@ impl Method for PixPro {
         &self.params
     }
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 

@@ -23,7 +23,7 @@ use crate::bank::FifoBank;
 use crate::step::{StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
+use gyre_encoders::{Backbone, ParamStore, ProjectionHead};
 use gyre_kernels::{Result, Tensor};
 use gyre_losses::{
     cutmix_kept_fraction, info_nce, interpolation_target, l2_normalize, local_relation_loss,
@@ -167,7 +167,7 @@ impl CutMix {
 }
 
 pub struct Reco {
-    backbone: ResNet,
+    backbone: Backbone,
     head: ProjectionHead,
     teacher: MomentumEncoder,
     queue: FifoBank,
@@ -200,7 +200,7 @@ impl Method for Reco {
         &self.params
     }
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 

@@ -23,7 +23,7 @@ use crate::bank::FifoBank;
 use crate::step::{StepContext, StepOutput};
 use crate::teacher::MomentumEncoder;
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
+use gyre_encoders::{Backbone, ParamStore, ProjectionHead};
 use gyre_kernels::{Result, Tensor};
 use gyre_losses::{info_nce, l2_normalize, ressl_loss};
 use serde::{Deserialize, Serialize};
@@ -116,7 +116,7 @@ impl MethodSettings for ResslSettings {
 }
 
 pub struct Ressl {
-    backbone: ResNet,
+    backbone: Backbone,
     projector: ProjectionHead,
     predictor: Option<ProjectionHead>,
     teacher: MomentumEncoder,
@@ -138,7 +138,7 @@ impl Method for Ressl {
         &self.params
     }
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 

@@ -8,7 +8,7 @@
 use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError};
 use crate::step::{PairHooks, StepContext, StepOutput};
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
+use gyre_encoders::{Backbone, ParamStore, ProjectionHead};
 use gyre_kernels::{Result, Tensor};
 use gyre_losses::{nt_xent, nt_xent_extra_positives};
 use serde::{Deserialize, Serialize};
@@ -46,7 +46,7 @@ impl MethodSettings for SimClrSettings {
 }
 
 pub struct SimClr {
-    backbone: ResNet,
+    backbone: Backbone,
     head: ProjectionHead,
     tau: f64,
     params: ParamStore,
@@ -61,7 +61,7 @@ impl Method for SimClr {
         &self.params
     }
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 

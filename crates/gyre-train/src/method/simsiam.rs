@@ -10,7 +10,7 @@
 use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError};
 use crate::step::{PairHooks, StepContext, StepOutput};
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ProjectionHead, ResNet};
+use gyre_encoders::{Backbone, ParamStore, ProjectionHead};
 use gyre_kernels::{Result, Tensor};
 use gyre_losses::simsiam_loss;
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,7 @@ impl Method for SimSiam {
         &self.online.params
     }
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.online.backbone
     }
 

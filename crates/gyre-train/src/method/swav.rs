@@ -22,7 +22,7 @@ use super::{
 use crate::bank::FifoBank;
 use crate::step::{PairHooks, StepContext, StepOutput};
 use gyre_data::Batch;
-use gyre_encoders::{init::Init, ParamStore, ResNet, WeightNormLinear};
+use gyre_encoders::{init::Init, Backbone, ParamStore, WeightNormLinear};
 use gyre_kernels::{Result, Tensor};
 use gyre_losses::swav::{SWAV_EPSILON, SWAV_SINKHORN_ITERATIONS, SWAV_TEMPERATURE};
 use gyre_losses::{l2_normalize, sinkhorn_knopp, swapped_prediction};
@@ -152,7 +152,7 @@ impl Method for Swav {
         &self.online.params
     }
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.online.backbone
     }
 

@@ -24,6 +24,8 @@ impl Fixture {
                 stem: None,
                 output_stride: None,
                 stages: None,
+                image_size: None,
+                drop_path_rate: None,
             },
             head: HeadConfig {
                 hidden: 64,

@@ -11,7 +11,7 @@
 use super::{check, BuildContext, Method, MethodEnv, MethodSettings, Online, SettingsError};
 use crate::step::{PairHooks, StepContext, StepOutput};
 use gyre_data::Batch;
-use gyre_encoders::{ParamStore, ResNet};
+use gyre_encoders::{Backbone, ParamStore};
 use gyre_kernels::{Result, Tensor};
 use gyre_losses::{vicreg_loss, VicRegWeights};
 use serde::{Deserialize, Serialize};
@@ -96,7 +96,7 @@ impl Method for VicReg {
         &self.online.params
     }
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.online.backbone
     }
 

@@ -462,3 +462,37 @@ fn multi_crop_views_are_checked() {
         .to_string();
     assert!(e.contains("larger than the 20-pixel global crops"), "{e}");
 }
+
+/// Issue 24: a ViT backbone is a recipe value; its image size is required, ResNet settings are
+/// refused on it and ViT settings on a ResNet.
+#[test]
+fn vit_encoders_are_checked() {
+    let e = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Recipe::default_recipe(&sets)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    e(&["encoder.arch=vit-micro-4", "encoder.image_size=28"]).unwrap();
+    let err = e(&["encoder.arch=vit-micro-4"]).unwrap_err();
+    assert!(err.contains("encoder.image_size: invalid encoder configuration: a ViT lays its position embeddings out"), "{err}");
+    let err = e(&["encoder.arch=vit-micro-4", "encoder.image_size=30"]).unwrap_err();
+    assert!(err.contains("encoder.image_size: invalid encoder configuration: patch size 4 does not divide the 30-pixel images"), "{err}");
+    let err = e(&[
+        "encoder.arch=vit-micro-4",
+        "encoder.image_size=28",
+        "encoder.stem=\"cifar\"",
+    ])
+    .unwrap_err();
+    assert!(
+        err.contains("encoder.stem: a ResNet setting; vit-micro-4 is a ViT"),
+        "{err}"
+    );
+    let err = e(&["encoder.image_size=28"]).unwrap_err();
+    assert!(
+        err.contains("encoder.image_size: a ViT setting; resnet-mini is a ResNet"),
+        "{err}"
+    );
+    let err = e(&["encoder.arch=vit-giant-4", "encoder.image_size=28"]).unwrap_err();
+    assert!(err.contains("encoder.arch:"), "{err}");
+}
