@@ -14,6 +14,9 @@ pub enum ParamKind {
     NormWeight,
     /// A normalisation layer's shift: trained; decay excludable.
     NormBias,
+    /// A learned class token or position embedding (a ViT's): trained; decay excludable, as
+    /// timm's `no_weight_decay` (`pos_embed`, `cls_token`).
+    Embedding,
     /// A running statistic or counter: saved, never trained.
     Buffer,
 }
@@ -22,11 +25,12 @@ impl ParamKind {
     pub fn trains(self) -> bool {
         self != ParamKind::Buffer
     }
-    /// Whether "exclude BatchNorm and bias from weight decay" exempts this tensor.
+    /// Whether "exclude BatchNorm and bias from weight decay" exempts this tensor: biases,
+    /// normalisation scales and shifts (BatchNorm, LayerNorm), and learned embeddings.
     pub fn is_bn_or_bias(self) -> bool {
         matches!(
             self,
-            ParamKind::Bias | ParamKind::NormWeight | ParamKind::NormBias
+            ParamKind::Bias | ParamKind::NormWeight | ParamKind::NormBias | ParamKind::Embedding
         )
     }
 }

@@ -275,7 +275,7 @@ impl ViT {
         let pos_embed = store.add(
             "pos_embed",
             init.trunc_normal("pos_embed", &[1, n + 1, d], 0.02)?,
-            ParamKind::Weight,
+            ParamKind::Embedding,
         )?;
         let (p, c) = (cfg.patch_size, cfg.in_channels);
         let fan_in = c * p * p;

@@ -257,7 +257,9 @@ pub struct EncoderConfig {
     /// crops'; other sizes, e.g. local crops, resample them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_size: Option<usize>,
-    /// A ViT: the stochastic-depth rate of its last block (0 when absent).
+    /// A ViT: the stochastic-depth rate of its last block (0 when absent). Not applied in
+    /// training yet: `ViT::forward_drop` needs a key the trainer does not pass (so that a
+    /// resumed run would drop the same branches); refused above 0 until it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_path_rate: Option<f64>,
 }
@@ -311,6 +313,10 @@ pub struct OptimConfig {
     pub nesterov: bool,
     #[serde(default)]
     pub weight_decay: f64,
+    /// The weight decay at the end of training, reached on a cosine from `weight_decay` (DINO's
+    /// 0.04 → 0.4); none: constant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay_final: Option<f64>,
     /// Exempt BatchNorm parameters and biases from weight decay.
     #[serde(default)]
     pub exclude_bn_bias: bool,
@@ -336,6 +342,18 @@ pub struct OptimConfig {
 }
 
 impl OptimConfig {
+    /// The weight decay at `step` of `total`: `weight_decay`, or its cosine to
+    /// `weight_decay_final`.
+    pub fn weight_decay_at(&self, step: u64, total: u64) -> f64 {
+        match self.weight_decay_final {
+            None => self.weight_decay,
+            Some(end) => {
+                let t = step as f64 / total.max(1) as f64;
+                end - (end - self.weight_decay) * ((std::f64::consts::PI * t).cos() + 1.0) / 2.0
+            }
+        }
+    }
+
     /// The optimiser's settings (the learning rate comes from the schedule).
     pub fn settings(&self) -> crate::optim::OptimSettings {
         crate::optim::OptimSettings {

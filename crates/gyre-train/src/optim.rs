@@ -84,6 +84,11 @@ impl Optimizer {
         self.steps
     }
 
+    /// Sets the weight decay of the next steps (a weight-decay schedule, DINO's).
+    pub fn set_weight_decay(&mut self, wd: f64) {
+        self.settings.weight_decay = wd;
+    }
+
     fn decay_for(&self, p: &Param) -> f64 {
         if self.settings.exclude_bn_bias && p.kind.is_bn_or_bias() {
             0.0

@@ -389,6 +389,10 @@ impl Trainer {
                 };
                 self.notify(|o, run| o.loss(loss, run))?;
                 let grads = out.loss.backward()?;
+                if self.recipe.optim.weight_decay_final.is_some() {
+                    let wd = self.recipe.optim.weight_decay_at(step, total_steps);
+                    self.optim.set_weight_decay(wd);
+                }
                 self.optim.step(&grads, lr)?;
                 drop(grads);
                 self.method.after_step(ctx)?;

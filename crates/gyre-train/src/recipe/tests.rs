@@ -496,3 +496,24 @@ fn vit_encoders_are_checked() {
     let err = e(&["encoder.arch=vit-giant-4", "encoder.image_size=28"]).unwrap_err();
     assert!(err.contains("encoder.arch:"), "{err}");
 }
+
+/// DINO's weight-decay schedule: a cosine from `weight_decay` to `weight_decay_final`.
+#[test]
+fn the_weight_decay_follows_its_cosine() {
+    let r = Recipe::default_recipe(&[
+        "optim.name=\"adamw\"".into(),
+        "optim.weight_decay=0.04".into(),
+        "optim.weight_decay_final=0.4".into(),
+    ])
+    .unwrap();
+    let o = &r.optim;
+    assert!((o.weight_decay_at(0, 100) - 0.04).abs() < 1e-12);
+    assert!((o.weight_decay_at(50, 100) - 0.22).abs() < 1e-12);
+    assert!((o.weight_decay_at(100, 100) - 0.4).abs() < 1e-12);
+    let e = Recipe::default_recipe(&["optim.weight_decay_final=-1".into()]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("optim.weight_decay_final: must be ≥ 0, got -1"),
+        "{e}"
+    );
+}
