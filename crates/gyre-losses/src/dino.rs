@@ -75,27 +75,7 @@ pub fn dino_loss(
             );
         }
     }
-    let log_p: Vec<Tensor> = student
-        .iter()
-        .map(|s| gyre_kernels::nn::ops::log_softmax(&(s / student_temperature)?, D::Minus1))
-        .collect::<Result<_>>()?;
-    let mut total: Option<Tensor> = None;
-    let mut terms = 0usize;
-    for (i, q) in targets.iter().enumerate() {
-        let q = q.detach();
-        for (v, lp) in log_p.iter().enumerate() {
-            if v == i {
-                continue;
-            }
-            let ce = (&q * lp)?.sum(1)?.mean_all()?.neg()?;
-            total = Some(match total {
-                Some(t) => t.add(&ce)?,
-                None => ce,
-            });
-            terms += 1;
-        }
-    }
-    total.expect("at least one term") / terms as f64
+    crate::softmax::cross_view_soft_cross_entropy(targets, student, student_temperature)
 }
 
 /// The centre after one step: `m·c + (1 − m)·mean over the batch of every global crop's raw

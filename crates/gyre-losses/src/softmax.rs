@@ -10,6 +10,41 @@ pub fn softmax_rows(x: &Tensor) -> Result<Tensor> {
     gyre_kernels::nn::ops::log_softmax(x, D::Minus1)?.exp()
 }
 
+/// The mean over every pair `(i, v)`, `v ≠ i`, of `−mean_b Σ_k targets[i][b, k] ·
+/// log_softmax(scores[v] / τ)[b, k]`: each target view predicted by every other view (SwAV's
+/// swapped prediction, DINO's loss). `targets[i]` belongs to view `i` of `scores` and is
+/// detached; the callers check the shapes.
+pub fn cross_view_soft_cross_entropy(
+    targets: &[Tensor],
+    scores: &[Tensor],
+    temperature: f64,
+) -> Result<Tensor> {
+    let log_p: Vec<Tensor> = scores
+        .iter()
+        .map(|s| gyre_kernels::nn::ops::log_softmax(&(s / temperature)?, D::Minus1))
+        .collect::<Result<_>>()?;
+    let mut total: Option<Tensor> = None;
+    let mut terms = 0usize;
+    for (i, q) in targets.iter().enumerate() {
+        let q = q.detach();
+        for (v, lp) in log_p.iter().enumerate() {
+            if v == i {
+                continue;
+            }
+            let ce = (&q * lp)?.sum(1)?.mean_all()?.neg()?;
+            total = Some(match total {
+                Some(t) => t.add(&ce)?,
+                None => ce,
+            });
+            terms += 1;
+        }
+    }
+    match total {
+        Some(t) => t / terms as f64,
+        None => gyre_kernels::candle::bail!("cross-view cross-entropy: no pair of views"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@
 //! the batch, over the `V − 1` other views, and over the assigned views. The codes carry no
 //! gradient (the reference computes them under `torch.no_grad`).
 
-use gyre_kernels::{candle::bail, DType, Result, Tensor, D};
+use gyre_kernels::{candle::bail, DType, Result, Tensor};
 
 /// Sinkhorn's entropy ε.
 pub const SWAV_EPSILON: f64 = 0.05;
@@ -87,31 +87,9 @@ pub fn swapped_prediction(scores: &[Tensor], codes: &[Tensor], temperature: f64)
             );
         }
     }
-    let log_p: Vec<Tensor> = scores
-        .iter()
-        .map(|s| gyre_kernels::nn::ops::log_softmax(&(s / temperature)?, D::Minus1))
-        .collect::<Result<_>>()?;
-    let mut total: Option<Tensor> = None;
-    for (i, q) in codes.iter().enumerate() {
-        let q = q.detach();
-        let mut sub: Option<Tensor> = None;
-        for (j, lp) in log_p.iter().enumerate() {
-            if j == i {
-                continue;
-            }
-            let ce = (&q * lp)?.sum(1)?.mean_all()?.neg()?;
-            sub = Some(match sub {
-                Some(s) => s.add(&ce)?,
-                None => ce,
-            });
-        }
-        let sub = (sub.expect("v ≥ 2") / (v - 1) as f64)?;
-        total = Some(match total {
-            Some(t) => t.add(&sub)?,
-            None => sub,
-        });
-    }
-    total.expect("codes ≥ 1") / codes.len() as f64
+    // Every assigned view has the V − 1 others: the mean over views of their mean is the mean
+    // over all pairs.
+    crate::softmax::cross_view_soft_cross_entropy(codes, scores, temperature)
 }
 
 #[cfg(test)]
