@@ -337,14 +337,20 @@ fn cifar_recipe_runs_on_an_image_folder_and_bad_files_are_handled() {
 }
 
 /// An interrupted (kill -9, mid-epoch) and resumed run logs exactly the losses of the
-/// uninterrupted run at every step, for SimCLR and for MoCo v2 (whose teacher and queue are
-/// part of the checkpoint); the kill may land anywhere, a checkpoint write included.
+/// uninterrupted run at every step, for SimCLR, for MoCo v2 (whose teacher and queue are
+/// part of the checkpoint) and for DINO on a ViT with stochastic depth (drawn from the seed and
+/// the step); the kill may land anywhere, a checkpoint write included.
 #[test]
 fn killed_and_resumed_runs_match_the_uninterrupted_run_step_for_step() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = tmp("resume");
     let moco = root.join("recipes/mocov2_resnet-mini_fmnist.toml");
-    for (name, recipe) in [("simclr", None), ("mocov2", Some(moco))] {
+    let dino = root.join("recipes/dino_vit-micro-4_fmnist.toml");
+    for (name, recipe, extra) in [
+        ("simclr", None, &[][..]),
+        ("mocov2", Some(moco), &["method.queue=256"][..]),
+        ("dino-vit", Some(dino), &["encoder.drop_path_rate=0.2"][..]),
+    ] {
         let args = |run: &Path| -> Vec<String> {
             let mut a: Vec<String> = vec![
                 "--threads".into(),
@@ -369,8 +375,8 @@ fn killed_and_resumed_runs_match_the_uninterrupted_run_step_for_step() {
             ] {
                 a.extend(["--set".into(), s.into()]);
             }
-            if recipe.is_some() {
-                a.extend(["--set".into(), "method.queue=256".into()]);
+            for s in extra {
+                a.extend(["--set".into(), s.to_string()]);
             }
             a
         };
@@ -410,6 +416,29 @@ fn killed_and_resumed_runs_match_the_uninterrupted_run_step_for_step() {
         let (a, b) = (step_losses(&full), step_losses(&cut));
         assert_eq!(a.len(), 16, "{name}");
         assert_eq!(a, b, "{name}: resumed losses differ");
+        if name == "dino-vit" {
+            // The drop path is live in training: without it, the first step's loss (the same
+            // initial weights and batch) is another.
+            let plain = dir.join("dino-vit-plain");
+            let plain_args: Vec<String> = args(&plain)
+                .into_iter()
+                .map(|a| match a.as_str() {
+                    "encoder.drop_path_rate=0.2" => "encoder.drop_path_rate=0.0".into(),
+                    "train.epochs=2" => "train.epochs=1".into(),
+                    _ => a,
+                })
+                .collect();
+            let plain_args: Vec<&str> = plain_args.iter().map(String::as_str).collect();
+            let out = gyre(&plain_args, &dir);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let c = step_losses(&plain);
+            assert_eq!(c.len(), 8);
+            assert_ne!(c[0], a[0], "stochastic depth changed nothing");
+        }
     }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -100,11 +100,19 @@ impl Backbone {
     }
 
     /// The feature `[B, F]` of images `[B, C, H, W]`: a ResNet's pooled last stage (`train`:
-    /// BatchNorm in training mode), a ViT's class token (no BatchNorm; `train` is ignored).
+    /// BatchNorm in training mode), a ViT's class token (`train`: stochastic depth when armed).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match self {
             Backbone::ResNet(r) => r.forward_t(x, train),
-            Backbone::ViT(v) => v.forward(x),
+            Backbone::ViT(v) => v.forward_t(x, train),
+        }
+    }
+
+    /// Arms stochastic depth for the training-mode forwards of one step (`Some(step key)`) or
+    /// disarms it ([`ViT::arm_drop_path`]); a ResNet has none.
+    pub fn arm_drop_path(&self, step_key: Option<u64>) {
+        if let Backbone::ViT(v) = self {
+            v.arm_drop_path(step_key);
         }
     }
 
@@ -116,7 +124,7 @@ impl Backbone {
             Backbone::ViT(v) => {
                 let (b, _, h, w) = x.dims4()?;
                 let p = v.config().patch_size;
-                let t = v.tokens(x, None)?;
+                let t = v.tokens_t(x, train)?;
                 let n = t.dim(1)? - 1;
                 t.narrow(1, 1, n)?
                     .reshape((b, h / p, w / p, v.feature_dim()))?

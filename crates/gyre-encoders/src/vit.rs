@@ -10,14 +10,17 @@
 //! patches); `vit-micro-4` (64 wide, 4 blocks, 2 heads, patch 4), gyre's own, for CI-sized runs
 //! and CPU budgets. Another input size takes the position embeddings resampled bicubically
 //! ([`resample_pos_embed`], timm's `resample_abs_pos_embed`). Stochastic depth (`drop_path`) drops
-//! each sample's residual branches with the rate rising linearly over the blocks, keyed on a
-//! caller's counter so that runs repeat ([`ViT::forward_drop`]).
+//! each sample's residual branches with the rate rising linearly over the blocks, keyed so that
+//! runs repeat: on a caller's key ([`ViT::forward_drop`]), or in training on the step key the
+//! trainer arms ([`ViT::arm_drop_path`]) and the forward's rank within the step
+//! ([`ViT::forward_t`]).
 
 use crate::error::EncoderError;
 use crate::init::Init;
 use crate::params::{ParamKind, ParamStore};
 use gyre_kernels::{candle::bail, DType, Device, Result, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
 
 /// Architecture of a ViT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,6 +251,9 @@ pub struct ViT {
     blocks: Vec<Block>,
     norm: LayerNorm,
     store: ParamStore,
+    /// Training's stochastic-depth key: the step key [`Self::arm_drop_path`] set, and how many
+    /// training-mode forwards have drawn from it since.
+    drop_step: Mutex<Option<(u64, u64)>>,
 }
 
 impl ViT {
@@ -270,7 +276,7 @@ impl ViT {
         let cls_token = store.add(
             "cls_token",
             init.trunc_normal("cls_token", &[1, 1, d], 1e-6)?,
-            ParamKind::Weight,
+            ParamKind::Embedding,
         )?;
         let pos_embed = store.add(
             "pos_embed",
@@ -330,6 +336,7 @@ impl ViT {
             blocks,
             norm,
             store,
+            drop_step: Mutex::new(None),
         })
     }
 
@@ -402,6 +409,39 @@ impl ViT {
     /// step): the same key, the same dropped branches.
     pub fn forward_drop(&self, x: &Tensor, key: u64) -> Result<Tensor> {
         self.tokens(x, Some(key))?.narrow(1, 0, 1)?.squeeze(1)
+    }
+
+    /// Arms (`Some(step key)`) or disarms (`None`) stochastic depth in training-mode forwards
+    /// ([`Self::forward_t`], [`Self::tokens_t`]); the trainer arms it before each step with a key
+    /// of the seed and the step, so that a run repeats and resumes exactly. Unarmed, or at
+    /// `drop_path_rate = 0`, nothing is dropped; a momentum teacher, never armed, never drops.
+    pub fn arm_drop_path(&self, step_key: Option<u64>) {
+        *self.drop_step.lock().unwrap_or_else(|e| e.into_inner()) = step_key.map(|k| (k, 0));
+    }
+
+    /// The key of the next training-mode forward: the armed step key and the forward's rank in
+    /// the step (the views of a step drop different branches), or `None` (nothing to drop).
+    fn next_drop_key(&self) -> Option<u64> {
+        if self.cfg.drop_path_rate == 0.0 {
+            return None;
+        }
+        let mut state = self.drop_step.lock().unwrap_or_else(|e| e.into_inner());
+        let (key, calls) = state.as_mut()?;
+        *calls += 1;
+        use rand::RngCore;
+        Some(gyre_rng::stream([*key, *calls, gyre_rng::tag(b"dropcall"), 0]).next_u64())
+    }
+
+    /// [`Self::tokens`] in training (`train`: stochastic depth when armed) or evaluation mode.
+    pub fn tokens_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let key = if train { self.next_drop_key() } else { None };
+        self.tokens(x, key)
+    }
+
+    /// The class-token feature in training (`train`: stochastic depth when armed) or evaluation
+    /// mode (as [`Self::forward`]).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.tokens_t(x, train)?.narrow(1, 0, 1)?.squeeze(1)
     }
 }
 

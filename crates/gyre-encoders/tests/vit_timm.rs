@@ -107,6 +107,76 @@ fn the_gradient_reaches_every_parameter_and_drop_path_repeats() {
     assert!(differs);
 }
 
+/// In training, stochastic depth draws from the step key the trainer arms and each forward's
+/// rank in the step: re-armed with the same key, the same branches drop; the next forward of a
+/// step drops others; evaluation-mode forwards and an unarmed model drop nothing.
+#[test]
+fn armed_training_forwards_drop_by_step_key_and_rank() {
+    let vit = ViT::new(
+        VitConfig {
+            drop_path_rate: 0.5,
+            ..tiny()
+        },
+        3,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let (_, t) = fixture();
+    let x = &t["input"];
+    let plain = vit.forward(x).unwrap();
+    assert_eq!(
+        max_diff(&vit.forward_t(x, true).unwrap(), &plain),
+        0.0,
+        "unarmed"
+    );
+    let (mut dropped, mut ranks_differ) = (false, false);
+    for key in 0..8u64 {
+        vit.arm_drop_path(Some(key));
+        // An evaluation-mode forward while armed: nothing dropped, no rank taken.
+        assert_eq!(max_diff(&vit.forward_t(x, false).unwrap(), &plain), 0.0);
+        let first = vit.forward_t(x, true).unwrap();
+        let second = vit.forward_t(x, true).unwrap();
+        vit.arm_drop_path(Some(key));
+        assert_eq!(
+            max_diff(&vit.forward_t(x, true).unwrap(), &first),
+            0.0,
+            "key {key}"
+        );
+        dropped |= max_diff(&first, &plain) > 0.0;
+        ranks_differ |= max_diff(&first, &second) > 0.0;
+    }
+    assert!(dropped && ranks_differ, "{dropped} {ranks_differ}");
+    vit.arm_drop_path(None);
+    assert_eq!(
+        max_diff(&vit.forward_t(x, true).unwrap(), &plain),
+        0.0,
+        "disarmed"
+    );
+}
+
+/// timm's `no_weight_decay` set: the position embeddings and the class token are embeddings
+/// (no decay with `optim.exclude_bn_bias`), norms and biases theirs, the rest weights.
+#[test]
+fn parameter_kinds_follow_timm() {
+    use gyre_encoders::ParamKind;
+    let vit = ViT::new(tiny(), 0, &Device::Cpu).unwrap();
+    for p in vit.params().all() {
+        let want = match p.name.as_str() {
+            "cls_token" | "pos_embed" => ParamKind::Embedding,
+            n if n.starts_with("norm") || n.contains(".norm") => {
+                if n.ends_with(".weight") {
+                    ParamKind::NormWeight
+                } else {
+                    ParamKind::NormBias
+                }
+            }
+            n if n.ends_with(".bias") => ParamKind::Bias,
+            _ => ParamKind::Weight,
+        };
+        assert_eq!(p.kind, want, "{}", p.name);
+    }
+}
+
 #[test]
 fn bad_shapes_are_refused_in_one_line() {
     let e = VitConfig {

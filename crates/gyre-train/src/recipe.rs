@@ -814,12 +814,6 @@ impl Recipe {
                     return bad(key, format!("a ResNet setting; {} is a ViT", e.arch));
                 }
             }
-            if e.drop_path_rate.is_some_and(|r| r != 0.0) {
-                return bad(
-                    "encoder.drop_path_rate",
-                    "stochastic depth is not wired into training yet (ViT::forward_drop takes a key the trainer does not pass): leave it at 0".into(),
-                );
-            }
             if let Err(e) = e.backbone_config(self.in_channels().unwrap_or(3)) {
                 let key = if e.to_string().contains("image_size")
                     || e.to_string().contains("divide the")

@@ -377,7 +377,17 @@ impl Trainer {
                     total_steps,
                     steps_per_epoch,
                 };
-                let out = self.method.step(&x, &batch, ctx)?;
+                // A ViT's stochastic depth draws from (seed, step) and each forward's rank in
+                // the step: the same at any thread count and after a resume.
+                let drop_key = {
+                    use rand::RngCore;
+                    let words = [self.recipe.seed, step, gyre_rng::tag(b"droppath"), 0];
+                    gyre_rng::stream(words).next_u64()
+                };
+                self.method.backbone().arm_drop_path(Some(drop_key));
+                let out = self.method.step(&x, &batch, ctx);
+                self.method.backbone().arm_drop_path(None);
+                let out = out?;
                 let loss = out
                     .loss
                     .to_dtype(gyre_kernels::DType::F32)?
