@@ -5,15 +5,6 @@
 
 use gyre_benches::DenseForm;
 
-fn status_kb(key: &str) -> f64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(f64::NAN)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let name = args.get(1).map(String::as_str).unwrap_or("blocks");
@@ -31,11 +22,11 @@ fn main() {
     };
     let (b, cells, d) = (arg(2, 64), arg(3, 256), 128);
     let (g0, g1, g2) = gyre_benches::dense_circulation_groups(b, cells, d);
-    let base = status_kb("VmRSS:");
+    let base = gyre_benches::status_kb("VmRSS:");
     let t0 = std::time::Instant::now();
     let loss = gyre_benches::dense_circulation_step(&g0, &g1, &g2, form).expect("step");
     let secs = t0.elapsed().as_secs_f64();
-    let peak = status_kb("VmHWM:");
+    let peak = gyre_benches::status_kb("VmHWM:");
     println!(
         "{{\"bench\": \"dense_circulation_memory\", \"form\": \"{name}\", \"pairs\": {b}, \"cells\": {cells}, \"n\": {}, \"d\": {d}, \"loss\": {loss}, \"seconds\": {secs:.4}, \"peak_above_setup_mb\": {:.1}}}",
         b * cells,

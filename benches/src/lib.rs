@@ -3,6 +3,17 @@
 
 use gyre_kernels::{Device, Result, Tensor, Var};
 
+/// A `/proc/self/status` field in kB (`"VmRSS:"`, `"VmHWM:"`: the memory probes' readings);
+/// NaN where there is none (not Linux).
+pub fn status_kb(key: &str) -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// `n` L2-normalised rows of dimension `d` from a fixed pseudo-random fill keyed by `seed`
 /// (candle's CPU `randn` cannot be seeded), so every run measures the same numbers.
 fn fill(n: usize, d: usize, seed: u64) -> Tensor {
