@@ -82,14 +82,27 @@ pub fn dense_circulation_step(g0: &Var, g1: &Tensor, g2: &Var, form: DenseForm) 
         DenseForm::FlatFused | DenseForm::FlatDense => {
             let flat = |t: &Tensor| t.reshape((b * cells, d));
             let groups = [flat(g0.as_tensor())?, flat(g1)?, flat(g2.as_tensor())?];
-            let groups: Vec<&Tensor> = groups.iter().collect();
-            if form == DenseForm::FlatDense {
-                gyre_losses::circulation_loss_dense(&groups, None, 0.1)?
-            } else {
-                gyre_losses::circulation_loss(&groups, None, Default::default())?.loss
-            }
+            walk_loss(
+                &groups.iter().collect::<Vec<_>>(),
+                form == DenseForm::FlatDense,
+            )?
         }
     };
+    backward_and_value(&loss)
+}
+
+/// The circulation loss of one walk over `groups` (π = identity, τ = 0.1): the fused chunked
+/// op, or the dense form with `C` materialised.
+fn walk_loss(groups: &[&Tensor], dense: bool) -> Result<Tensor> {
+    if dense {
+        gyre_losses::circulation_loss_dense(groups, None, 0.1)
+    } else {
+        Ok(gyre_losses::circulation_loss(groups, None, Default::default())?.loss)
+    }
+}
+
+/// Runs the backward of a scalar loss and returns its value.
+fn backward_and_value(loss: &Tensor) -> Result<f32> {
     loss.backward()?;
     loss.to_scalar::<f32>()
 }
@@ -97,12 +110,5 @@ pub fn dense_circulation_step(g0: &Var, g1: &Tensor, g2: &Var, form: DenseForm) 
 /// One forward + backward of the circulation loss (π = identity, τ = 0.1): the fused chunked op,
 /// or the dense form with `C` materialised. Returns the loss.
 pub fn circulation_step(g0: &Var, g1: &Tensor, g2: &Var, dense: bool) -> Result<f32> {
-    let groups = [g0.as_tensor(), g1, g2.as_tensor()];
-    let loss = if dense {
-        gyre_losses::circulation_loss_dense(&groups, None, 0.1)?
-    } else {
-        gyre_losses::circulation_loss(&groups, None, Default::default())?.loss
-    };
-    loss.backward()?;
-    loss.to_scalar::<f32>()
+    backward_and_value(&walk_loss(&[g0.as_tensor(), g1, g2.as_tensor()], dense)?)
 }

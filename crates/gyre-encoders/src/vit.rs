@@ -402,13 +402,13 @@ impl ViT {
 
     /// The class-token feature `[B, D]`, without stochastic depth.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.tokens(x, None)?.narrow(1, 0, 1)?.squeeze(1)
+        class_token(&self.tokens(x, None)?)
     }
 
     /// [`Self::forward`] with stochastic depth, its draws keyed on `key` (say, the seed and the
     /// step): the same key, the same dropped branches.
     pub fn forward_drop(&self, x: &Tensor, key: u64) -> Result<Tensor> {
-        self.tokens(x, Some(key))?.narrow(1, 0, 1)?.squeeze(1)
+        class_token(&self.tokens(x, Some(key))?)
     }
 
     /// Arms (`Some(step key)`) or disarms (`None`) stochastic depth in training-mode forwards
@@ -441,8 +441,13 @@ impl ViT {
     /// The class-token feature in training (`train`: stochastic depth when armed) or evaluation
     /// mode (as [`Self::forward`]).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.tokens_t(x, train)?.narrow(1, 0, 1)?.squeeze(1)
+        class_token(&self.tokens_t(x, train)?)
     }
+}
+
+/// The class token's row `[B, D]` of tokens `[B, 1 + N, D]`.
+fn class_token(tokens: &Tensor) -> Result<Tensor> {
+    tokens.narrow(1, 0, 1)?.squeeze(1)
 }
 
 /// Per-sample keep factors `[B, 1, 1]`: 0 with probability `rate`, else `1/(1 − rate)`.

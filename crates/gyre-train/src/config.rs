@@ -257,9 +257,9 @@ pub struct EncoderConfig {
     /// crops'; other sizes, e.g. local crops, resample them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_size: Option<usize>,
-    /// A ViT: the stochastic-depth rate of its last block (0 when absent). Not applied in
-    /// training yet: `ViT::forward_drop` needs a key the trainer does not pass (so that a
-    /// resumed run would drop the same branches); refused above 0 until it does.
+    /// A ViT: the stochastic-depth rate of its last block (0 when absent), drawn in training
+    /// from the step key the trainer arms (`ViT::arm_drop_path`), so that a resumed run drops
+    /// the same branches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_path_rate: Option<f64>,
 }
